@@ -1,0 +1,1 @@
+"""Soleil: a PostgreSQL-backed background job runner, and its reference booking application."""

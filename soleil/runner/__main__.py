@@ -1,0 +1,3 @@
+from soleil.runner.cli import main
+
+main()

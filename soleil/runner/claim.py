@@ -1,0 +1,61 @@
+"""Claiming: one statement reserves a batch of ready jobs for this worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from soleil.runner import queries
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    id: int
+    queue: str
+    name: str
+    payload: str
+    priority: int
+    attempt: int  # this attempt's number, counted at reservation
+    max_attempts: int
+    available_epoch: float  # database clock
+    reserved_epoch: float  # database clock
+
+    @property
+    def wait_ms(self) -> float:
+        """How long the job waited between becoming due and being reserved."""
+        return max(0.0, (self.reserved_epoch - self.available_epoch) * 1000.0)
+
+
+def claim(
+    conn: psycopg.Connection[Any],
+    *,
+    queues: list[str],
+    limit: int,
+    worker_id: int,
+    default_tries: int,
+) -> list[ClaimedJob]:
+    cursor = conn.execute(
+        queries.get("job_claim_available"),
+        {"queues": queues, "limit": limit, "worker_id": worker_id, "default_tries": default_tries},
+    )
+    return [ClaimedJob(*row) for row in cursor.fetchall()]
+
+
+def next_due_epoch(conn: psycopg.Connection[Any], queues: list[str]) -> tuple[float | None, float]:
+    """(epoch when the next waiting job is due or None, the database's now)."""
+    row = conn.execute(queries.get("job_next_available_at"), {"queues": queues}).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def release(conn: psycopg.Connection[Any], jobs: list[ClaimedJob], worker_id: int) -> int:
+    """Give back claimed jobs that never started; their attempt is returned."""
+    if not jobs:
+        return 0
+    row = conn.execute(
+        queries.get("job_release_many"),
+        {"ids": [j.id for j in jobs], "attempts": [j.attempt for j in jobs], "worker_id": worker_id},
+    ).fetchone()
+    return int(row[0]) if row else 0

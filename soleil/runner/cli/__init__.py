@@ -1,0 +1,86 @@
+"""`soleil-runner`: a thin click layer over the Python API.
+
+Every command takes --database-url (or $SOLEIL_DATABASE_URL). Errors are one
+clear line on stderr: exit 2 for configuration and database problems, 1 for
+"not found" answers; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from soleil.runner import logging as soleil_logging
+from soleil.runner.cli.common import Context
+from soleil.runner.db import redact
+from soleil.runner.errors import SoleilError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--database-url",
+    envvar="SOLEIL_DATABASE_URL",
+    metavar="URL",
+    help="libpq URL or conninfo of the database [env: SOLEIL_DATABASE_URL].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    envvar="SOLEIL_LOG_FORMAT",
+    show_default=True,
+    help="console on a terminal, JSON lines elsewhere.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    envvar="SOLEIL_LOG_LEVEL",
+    show_default=True,
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="soleil")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, log_format: Any, log_level: str, debug: bool) -> None:
+    """Soleil: PostgreSQL-backed background jobs."""
+    soleil_logging.configure(log_format, log_level)
+    ctx.obj = Context(database_url=database_url, debug=debug)
+
+
+def _register_commands() -> None:
+    from soleil.runner.cli import schema, work
+
+    for module in (schema, work):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="soleil-runner", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SoleilError as exc:
+        if "--debug" in (argv if argv is not None else sys.argv):
+            raise
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        sys.exit(exit_code_for(exc))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+def exit_code_for(exc: SoleilError) -> int:
+    return int(getattr(exc, "exit_code", 2))
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,47 @@
+"""What every command shares: the database URL, the runner, app imports."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from soleil.runner.errors import ConfigurationError
+from soleil.runner.runner import Runner
+
+
+@dataclass
+class Context:
+    database_url: str | None
+    debug: bool = False
+    _runner: Runner | None = field(default=None, repr=False)
+
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = Runner(self.database_url)
+            click.get_current_context().call_on_close(self._runner.close)
+        return self._runner
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def import_app(modules: str | None) -> list[str]:
+    """Import the modules that define the job classes (comma-separated)."""
+    if not modules:
+        return []
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    imported = []
+    for name in (part.strip() for part in modules.split(",")):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import app module {name!r}: {exc}") from None
+        imported.append(name)
+    return imported

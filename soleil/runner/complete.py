@@ -1,0 +1,175 @@
+"""Batched completion: finished jobs are deleted, and per-minute statistics added,
+by one statement per batch instead of one per job.
+
+A crash between a job's run and the next flush re-runs that job: at-least-once.
+Transactional jobs never pass through here; their row is deleted in their own
+transaction. Only their statistics are batched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool
+
+from soleil.runner import queries
+from soleil.runner.claim import ClaimedJob
+
+log = structlog.get_logger("soleil.complete")
+
+FLUSH_INTERVAL_SECONDS = 0.05
+FLUSH_BATCH = 500
+
+
+@dataclass(slots=True)
+class _Stat:
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    runtime_ms: float = 0.0
+    wait_ms: float = 0.0
+
+
+class Completer:
+    """A background thread that owns the completion buffer."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        worker_id: int,
+        *,
+        interval: float = FLUSH_INTERVAL_SECONDS,
+        batch: int = FLUSH_BATCH,
+    ) -> None:
+        self._pool = pool
+        self._worker_id = worker_id
+        self._interval = interval
+        self._batch = batch
+        self._cond = threading.Condition()
+        self._ids: list[int] = []
+        self._attempts: list[int] = []
+        self._stats: defaultdict[tuple[str, int], _Stat] = defaultdict(_Stat)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="soleil-completer", daemon=True)
+        self.flushed_batches = 0
+
+    # -- recording (called by executor threads) -----------------------------
+
+    def completed(self, job: ClaimedJob, runtime_ms: float, *, delete: bool) -> None:
+        with self._cond:
+            if delete:
+                self._ids.append(job.id)
+                self._attempts.append(job.attempt)
+            stat = self._stats[(job.queue, _minute())]
+            stat.completed += 1
+            stat.runtime_ms += runtime_ms
+            stat.wait_ms += job.wait_ms
+            if len(self._ids) >= self._batch:
+                self._cond.notify()
+
+    def failed(self, job: ClaimedJob) -> None:
+        with self._cond:
+            self._stats[(job.queue, _minute())].failed += 1
+
+    def retried(self, job: ClaimedJob) -> None:
+        with self._cond:
+            self._stats[(job.queue, _minute())].retried += 1
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._ids)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Flush what is buffered (retrying while the database is away) and stop.
+        True when nothing was left unflushed."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._has_work() and time.monotonic() < deadline:
+            if not self.flush():
+                time.sleep(0.2)
+        return not self._has_work()
+
+    def _has_work(self) -> bool:
+        with self._cond:
+            return bool(self._ids or self._stats)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                if not self._stopping and len(self._ids) < self._batch:
+                    self._cond.wait(self._interval)
+                if self._stopping:
+                    return
+            if self.flush():
+                backoff = 0.1
+            else:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def flush(self) -> bool:
+        """Write the buffer in one statement; on failure it stays buffered."""
+        with self._cond:
+            if not self._ids and not self._stats:
+                return True
+            ids, attempts, stats = self._ids, self._attempts, self._stats
+            self._ids, self._attempts, self._stats = [], [], defaultdict(_Stat)
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(queries.get("job_complete_many"), _params(self._worker_id, ids, attempts, stats))
+        except (psycopg.Error, OSError) as exc:
+            log.warning("completion.flush_failed", jobs=len(ids), error=str(exc).strip())
+            with self._cond:
+                self._ids[:0], self._attempts[:0] = ids, attempts
+                for key, stat in stats.items():
+                    _merge(self._stats[key], stat)
+            return False
+        self.flushed_batches += 1
+        return True
+
+
+def _minute() -> int:
+    return int(time.time()) // 60 * 60
+
+
+def _merge(into: _Stat, other: _Stat) -> None:
+    into.completed += other.completed
+    into.failed += other.failed
+    into.retried += other.retried
+    into.runtime_ms += other.runtime_ms
+    into.wait_ms += other.wait_ms
+
+
+def _params(
+    worker_id: int, ids: list[int], attempts: list[int], stats: dict[tuple[str, int], _Stat]
+) -> dict[str, Any]:
+    keys = list(stats)
+    return {
+        "worker_id": worker_id,
+        "ids": ids,
+        "attempts": attempts,
+        "stat_queues": [queue for queue, _ in keys],
+        "stat_minutes": [datetime.fromtimestamp(minute, UTC) for _, minute in keys],
+        "stat_completed": [stats[k].completed for k in keys],
+        "stat_failed": [stats[k].failed for k in keys],
+        "stat_retried": [stats[k].retried for k in keys],
+        "stat_runtime_ms": [stats[k].runtime_ms for k in keys],
+        "stat_wait_ms": [stats[k].wait_ms for k in keys],
+    }

@@ -1,0 +1,96 @@
+"""Database URLs, their redaction, and the connections Soleil opens."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool
+
+from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
+
+ENV_DATABASE_URL = "SOLEIL_DATABASE_URL"
+CONNECT_TIMEOUT_SECONDS = 5
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` with every database password replaced by `***`."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    text = _KV_PASSWORD.sub(r"\g<head>***", text)
+    password = _password_of(url) if url else None
+    if password and len(password) >= 3:
+        text = text.replace(password, "***")
+    return text
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return pg_conninfo.conninfo_to_dict(url).get("password")  # type: ignore[return-value]
+    except psycopg.ProgrammingError:
+        return None
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL given, else $SOLEIL_DATABASE_URL; checked for syntax."""
+    url = url or os.environ.get(ENV_DATABASE_URL)
+    if not url:
+        raise ConfigurationError(
+            f"no database: pass --database-url or set {ENV_DATABASE_URL} "
+            "(e.g. postgresql://user@localhost/app)"
+        )
+    try:
+        pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(f"invalid database URL {redact(url)!r}: {_first_line(exc)}") from None
+    return url
+
+
+def describe(url: str) -> str:
+    """A password-free description of where a URL points, for logs and status."""
+    try:
+        parts = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return redact(url)
+    host = parts.get("host") or "local socket"
+    port = parts.get("port") or "5432"
+    return f"{parts.get('user') or 'default user'}@{host}:{port}/{parts.get('dbname') or '?'}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A direct connection (the LISTEN connection, the migrator), with a clear error."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise unavailable(url, exc) from None
+
+
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"cannot reach the database at {describe(url)}: {redact(_first_line(exc), url)}"
+    )
+
+
+def make_pool(url: str, *, max_size: int, name: str = "soleil") -> ConnectionPool:
+    """A pool of autocommit connections; statements that must commit together use
+    `with conn.transaction()`. The pool replaces broken connections by itself."""
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name=name,
+        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=0,  # keep retrying: a worker outlives a database restart
+    )

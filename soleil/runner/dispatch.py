@@ -1,0 +1,97 @@
+"""Turning job instances into rows of soleil.jobs: one INSERT, or COPY for a batch.
+
+Both paths write on the caller's connection when given one, so the job commits
+or rolls back with the caller's own writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from pydantic_core import PydanticSerializationError
+
+from soleil.runner import queries
+from soleil.runner.errors import InvalidPayload, PayloadTooLarge
+from soleil.runner.job import Job
+from soleil.runner.names import validate_queue
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    queue: str
+    job: str
+    payload: str
+    max_attempts: int | None
+
+
+def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
+    if not isinstance(job, Job):
+        raise TypeError(f"dispatch takes Job instances, not {type(job).__name__}")
+    cls = type(job)
+    try:
+        payload = job.model_dump_json()
+    except PydanticSerializationError as exc:
+        raise InvalidPayload(cls.name, str(exc)) from None
+    if len(payload) > max_payload_bytes // 4 and len(payload.encode()) > max_payload_bytes:
+        raise PayloadTooLarge(cls.name, len(payload.encode()), max_payload_bytes)
+    if "\\u0000" in payload:
+        raise InvalidPayload(cls.name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)")
+    return Row(validate_queue(queue or cls.queue), cls.name, payload, cls.tries)
+
+
+def insert_one(
+    conn: psycopg.Connection[Any],
+    row: Row,
+    *,
+    priority: int,
+    delay: float,
+    available_at: datetime | None,
+    unique_key: str | None,
+) -> int | None:
+    cursor = conn.execute(
+        queries.get("job_insert_one"),
+        {
+            "queue": row.queue,
+            "job": row.job,
+            "payload": row.payload,
+            "priority": priority,
+            "max_attempts": row.max_attempts,
+            "available_at": available_at,
+            "delay": delay,
+            "unique_key": unique_key,
+        },
+    )
+    found = cursor.fetchone()
+    return None if found is None else int(found[0])
+
+
+def insert_many(
+    conn: psycopg.Connection[Any],
+    rows: list[Row],
+    *,
+    priority: int,
+    delay: float,
+    available_at: datetime | None,
+) -> list[int]:
+    """COPY the rows with ids reserved up front, then one notification per queue."""
+    if not rows:
+        return []
+    with conn.transaction():
+        cursor = conn.execute(queries.get("job_reserve_ids"), {"count": len(rows)})
+        ids = [int(r[0]) for r in cursor.fetchall()]
+        due = conn.execute(
+            queries.get("job_due_at"), {"available_at": available_at, "delay": delay}
+        ).fetchone()
+        assert due is not None
+        due_at = due[0]
+        with conn.cursor().copy(queries.get("job_copy_in")) as copy:
+            for job_id, row in zip(ids, rows, strict=True):
+                copy.write_row((job_id, row.queue, row.job, row.payload, priority, row.max_attempts, due_at))
+        for queue in dict.fromkeys(row.queue for row in rows):
+            conn.execute(queries.get("job_notify_queue"), {"queue": queue, "available_at": due_at})
+    return ids

@@ -1,0 +1,96 @@
+"""The LISTEN connection: one direct connection per worker, outside the pool
+(LISTEN needs a session; it does not survive PgBouncer's transaction mode).
+
+It only wakes the claimer; losing it costs latency, never jobs, because the
+worker also polls. It checks itself with a round trip every few seconds and
+re-subscribes after any error, then wakes the claimer in case a notification
+was missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from soleil.runner import db
+
+log = structlog.get_logger("soleil.listener")
+
+HEALTH_CHECK_SECONDS = 5.0
+# How long one wait for notifications lasts: bounds how fast stop() takes effect.
+WAIT_SLICE_SECONDS = 0.25
+
+
+class Listener:
+    def __init__(
+        self,
+        url: str,
+        channels: list[str],
+        on_notify: Callable[[str, str], None],
+        on_connect: Callable[[], None],
+    ) -> None:
+        self._url = url
+        self._channels = channels
+        self._on_notify = on_notify
+        self._on_connect = on_connect
+        self._stopping = threading.Event()
+        self.ready = threading.Event()
+        self.connections = 0  # how many times it (re)subscribed; read by tests
+        self.backend_pid: int | None = None
+        self._thread = threading.Thread(target=self._run, name="soleil-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                conn = db.connect(self._url)
+            except Exception as exc:  # DatabaseUnavailable: keep trying until stopped
+                log.warning("listener.connect_failed", error=str(exc), retry_in=backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                self._listen(conn)
+                backoff = 0.1
+            except (psycopg.Error, OSError) as exc:
+                log.warning("listener.disconnected", error=str(exc).strip() or type(exc).__name__)
+                self.ready.clear()
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                conn.close()
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        for channel in self._channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        self.backend_pid = conn.info.backend_pid
+        self.connections += 1
+        if self.connections > 1:
+            log.info("listener.reconnected", channels=self._channels)
+        self.ready.set()
+        self._on_connect()
+        checked = time.monotonic()
+        while not self._stopping.is_set():
+            for notify in conn.notifies(timeout=WAIT_SLICE_SECONDS):
+                self._on_notify(notify.channel, notify.payload)
+            if time.monotonic() - checked >= HEALTH_CHECK_SECONDS:
+                conn.execute("SELECT 1")
+                checked = time.monotonic()

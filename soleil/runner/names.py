@@ -1,0 +1,44 @@
+"""Validation of the names that reach SQL as values or LISTEN channels."""
+
+from __future__ import annotations
+
+import re
+
+from soleil.runner.errors import InvalidName
+
+# Kept in step with the jobs_queue_name CHECK constraint in sql/migrations/0001_core.sql.
+_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+_JOB = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}")
+
+
+def validate_queue(name: object) -> str:
+    if not isinstance(name, str) or not _QUEUE.fullmatch(name):
+        raise InvalidName(
+            f"invalid queue name {name!r}: use 1 to 63 letters, digits, '_', '.', ':' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def validate_job_name(name: object) -> str:
+    if not isinstance(name, str) or not _JOB.fullmatch(name):
+        raise InvalidName(
+            f"invalid job name {name!r}: use up to 200 letters, digits, '_', '.', ':' or '-',"
+            " starting with a letter or '_'"
+        )
+    return name
+
+
+def parse_queue_list(text: str) -> list[str]:
+    """`a,b,c` into a validated list, in the given (priority) order, without repeats."""
+    queues: list[str] = []
+    for part in text.split(","):
+        name = validate_queue(part.strip())
+        if name not in queues:
+            queues.append(name)
+    return queues
+
+
+def channel(queue: str) -> str:
+    """The LISTEN/NOTIFY channel of a queue (built the same way in sql/queries/jobs.sql)."""
+    return "soleil:" + queue

@@ -1,0 +1,132 @@
+"""What happens to an attempt that did not succeed: retry later, or fail for good.
+
+Both write fenced statements (holder and attempt must still match), so a job
+that was rescued while its old holder was silent is never touched by it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import structlog
+
+from soleil.runner import backoff as backoff_rules
+from soleil.runner import queries
+from soleil.runner.claim import ClaimedJob
+from soleil.runner.errors import InvalidPayload, PermanentFailure, UnknownJob, WorkerLost
+from soleil.runner.job import Job, JobContext
+
+if TYPE_CHECKING:
+    from soleil.runner.worker import Worker
+
+log = structlog.get_logger("soleil.job")
+
+# Errors after which another try cannot help.
+PERMANENT = (PermanentFailure, UnknownJob, InvalidPayload, WorkerLost)
+DB_RETRY_SECONDS = 0.5
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message` then the traceback, as stored in failed_jobs.exception."""
+    head = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return f"{head}\n\n{trace}" if exc.__traceback__ is not None else head
+
+
+def handle_failure(
+    worker: Worker,
+    claimed: ClaimedJob,
+    instance: Job | None,
+    exc: BaseException,
+    duration_ms: float,
+) -> None:
+    """Retry after the backoff while tries remain; otherwise run failed() and move
+    the job to failed_jobs in one transaction. Retries while the database is away."""
+    cls = worker.job_class_or_none(claimed.name)
+    last_try = isinstance(exc, PERMANENT) or claimed.attempt >= claimed.max_attempts
+    fields = {
+        "job_id": claimed.id,
+        "queue": claimed.queue,
+        "job": claimed.name,
+        "attempt": claimed.attempt,
+        "max_attempts": claimed.max_attempts,
+        "duration_ms": round(duration_ms, 3),
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+    if not last_try:
+        spec = cls.backoff if cls is not None and cls.backoff is not None else worker.options.backoff
+        delay = backoff_rules.delay_seconds(spec, claimed.attempt)
+        params = {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt, "delay": delay}
+        _with_database(worker, lambda conn: conn.execute(queries.get("job_retry_later"), params))
+        worker.completer.retried(claimed)
+        log.warning("job.retrying", retry_in=round(delay, 3), **fields)
+        return
+
+    def move(conn: psycopg.Connection[Any]) -> str | None:
+        error_text = describe_exception(exc)
+        with conn.transaction():
+            if instance is not None:
+                hook_error = _run_failed_hook(worker, conn, claimed, instance, exc)
+                if hook_error is not None:
+                    error_text += f"\n\nThe failed() hook raised too: {describe_exception(hook_error)}"
+            row = conn.execute(
+                queries.get("job_move_to_failed"),
+                {
+                    "id": claimed.id,
+                    "worker_id": worker.id,
+                    "attempts": claimed.attempt,
+                    "exception": error_text,
+                },
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+    failed_uuid = _with_database(worker, move)
+    if failed_uuid is None:
+        log.warning("job.lease_lost", **fields)
+        return
+    worker.completer.failed(claimed)
+    log.error("job.failed", failed_uuid=failed_uuid, **fields)
+
+
+def _run_failed_hook(
+    worker: Worker,
+    conn: psycopg.Connection[Any],
+    claimed: ClaimedJob,
+    instance: Job,
+    exc: BaseException,
+) -> BaseException | None:
+    """Runs the hook in a savepoint of the move's transaction: its writes commit
+    with the move, or vanish with it; a hook that raises does not stop the move."""
+    ctx = worker.context(claimed, connection=conn)
+    try:
+        with conn.transaction():
+            instance.failed(ctx, exc)
+    except Exception as hook_exc:
+        log.error(
+            "job.failed_hook_error",
+            job_id=claimed.id,
+            job=claimed.name,
+            error=f"{type(hook_exc).__name__}: {hook_exc}",
+        )
+        return hook_exc
+    return None
+
+
+def _with_database(worker: Worker, action: Any) -> Any:
+    """Run `action(conn)` until it gets through: an outcome must not be dropped
+    because the database restarted. Gives up only when the worker is abandoning."""
+    while True:
+        try:
+            with worker.pool.connection() as conn:
+                return action(conn)
+        except (psycopg.OperationalError, OSError) as exc:
+            if worker.hard_stopped:
+                raise
+            log.warning("database.unavailable", during="job outcome", error=str(exc).strip())
+            time.sleep(DB_RETRY_SECONDS)
+
+
+__all__ = ["JobContext", "describe_exception", "handle_failure"]

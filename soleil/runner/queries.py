@@ -1,0 +1,90 @@
+"""Loads the named SQL statements from `sql/queries/*.sql`, once.
+
+Each statement starts with a header `-- name: <name> :<cardinality>`; comment lines
+right after it document the statement. The files ship inside the wheel as
+`soleil/sql`; in a checkout they are read from the repository's `sql/` folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal, LiteralString, cast
+
+Cardinality = Literal["one", "many", "none", "rowcount"]
+_HEADER = re.compile(r"^-- name: ([a-z][a-z0-9_]*) :(one|many|none|rowcount)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    cardinality: Cardinality
+    sql: LiteralString
+
+
+def sql_root() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "sql"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "sql"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"Soleil's SQL files are missing (looked in {packaged} and {checkout})")
+
+
+def parse(text: str, source: str = "<sql>") -> dict[str, Query]:
+    """Split one file into its named statements."""
+    found: dict[str, Query] = {}
+    headers = list(_HEADER.finditer(text))
+    if not headers:
+        raise ValueError(f"{source}: no '-- name: <name> :<cardinality>' header")
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        body = text[header.end() : end].strip()
+        if not _strip_comments(body):
+            raise ValueError(f"{source}: statement {header.group(1)!r} is empty")
+        name = header.group(1)
+        if name in found:
+            raise ValueError(f"{source}: statement {name!r} is defined twice")
+        # The files are part of the package, never user input: safe to treat as literal SQL.
+        found[name] = Query(name, cast(Cardinality, header.group(2)), body)
+    return found
+
+
+def _strip_comments(body: str) -> str:
+    return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
+
+
+@cache
+def load_all() -> dict[str, Query]:
+    queries: dict[str, Query] = {}
+    for path in sorted((sql_root() / "queries").glob("*.sql")):
+        for name, query in parse(path.read_text(encoding="utf-8"), str(path)).items():
+            if name in queries:
+                raise ValueError(f"{path}: statement {name!r} is also defined in another file")
+            queries[name] = query
+    return queries
+
+
+def get(name: str) -> LiteralString:
+    """The SQL text of a named statement."""
+    try:
+        return load_all()[name].sql
+    except KeyError:
+        raise KeyError(f"no SQL statement named {name!r} in {sql_root() / 'queries'}") from None
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration file, in order."""
+    found: list[tuple[int, str, str]] = []
+    for path in sorted((sql_root() / "migrations").glob("*.sql")):
+        match = re.fullmatch(r"(\d{4})_([a-z0-9_]+)\.sql", path.name)
+        if not match:
+            raise ValueError(f"{path}: migration files are named NNNN_name.sql")
+        found.append((int(match.group(1)), match.group(2), path.read_text(encoding="utf-8")))
+    versions = [version for version, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migration files share a version number")
+    return found

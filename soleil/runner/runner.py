@@ -1,0 +1,162 @@
+"""The Runner: Soleil's entry point for applications. It owns the connection
+pool and dispatches jobs; workers, migrations and operations hang off it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from soleil.runner import db, dispatch
+from soleil.runner.errors import DatabaseUnavailable
+from soleil.runner.job import Job
+from soleil.runner.migrate import check_schema, migrate
+
+if TYPE_CHECKING:
+    from soleil.runner.worker import Worker, WorkerOptions
+
+POOL_OPEN_TIMEOUT_SECONDS = 10.0
+
+
+class Runner:
+    """Dispatches jobs and builds workers.
+
+    `Runner(database_url)` opens its own pool on first use; `Runner(pool=...)`
+    uses an existing psycopg_pool.ConnectionPool (whose connections must be in
+    autocommit mode) and leaves it open on close().
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        pool: ConnectionPool | None = None,
+        pool_size: int = 10,
+        max_payload_bytes: int = dispatch.DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if pool is None:
+            self.database_url = db.resolve_url(database_url)
+        else:
+            self.database_url = database_url or str(pool.conninfo)
+        self._pool = pool
+        self._owns_pool = pool is None
+        self.pool_size = pool_size
+        self.max_payload_bytes = max_payload_bytes
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Runner:
+        """A runner on $SOLEIL_DATABASE_URL."""
+        return cls(None, **options)
+
+    # -- connections -------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            pool = db.make_pool(self.database_url, max_size=self.pool_size, name="soleil-runner")
+            try:
+                pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_SECONDS)
+            except PoolTimeout:
+                pool.close()
+                self._raise_unavailable()
+            self._pool = pool
+        return self._pool
+
+    def _raise_unavailable(self) -> None:
+        # The pool only says it timed out; one direct attempt gives the real reason.
+        db.connect(self.database_url).close()
+        raise DatabaseUnavailable(f"cannot reach the database at {db.describe(self.database_url)}")
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection, with connection failures made clear."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise db.unavailable(self.database_url, exc) from exc
+
+    def close(self) -> None:
+        if self._pool is not None and self._owns_pool:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Create or update the `soleil` schema; returns the versions applied."""
+        conn = db.connect(self.database_url)
+        try:
+            return migrate(conn)
+        finally:
+            conn.close()
+
+    def check_schema(self) -> int:
+        with self.connection() as conn:
+            return check_schema(conn)
+
+    # -- dispatch ----------------------------------------------------------
+
+    def dispatch(
+        self,
+        job: Job,
+        *,
+        delay: float | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+        unique_key: str | None = None,
+        queue: str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> int | None:
+        """Enqueue one job; returns its id, or None when `unique_key` is taken.
+
+        With `connection`, the row is written in that connection's open
+        transaction: invisible until it commits, gone if it rolls back.
+        Higher `priority` runs first; `delay` (seconds) or `available_at` hold it back.
+        """
+        row = dispatch.to_row(job, self.max_payload_bytes, queue)
+        options = {
+            "priority": priority,
+            "delay": float(delay or 0.0),
+            "available_at": available_at,
+            "unique_key": unique_key,
+        }
+        if connection is not None:
+            return dispatch.insert_one(connection, row, **options)  # type: ignore[arg-type]
+        with self.connection() as conn:
+            return dispatch.insert_one(conn, row, **options)  # type: ignore[arg-type]
+
+    def dispatch_many(
+        self,
+        jobs: Iterable[Job],
+        *,
+        delay: float | None = None,
+        available_at: datetime | None = None,
+        priority: int = 0,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Enqueue many jobs with one COPY; returns their ids in order. All or none are written."""
+        rows = [dispatch.to_row(job, self.max_payload_bytes) for job in jobs]
+        options = {"priority": priority, "delay": float(delay or 0.0), "available_at": available_at}
+        if connection is not None:
+            return dispatch.insert_many(connection, rows, **options)  # type: ignore[arg-type]
+        with self.connection() as conn:
+            return dispatch.insert_many(conn, rows, **options)  # type: ignore[arg-type]
+
+    # -- workers -----------------------------------------------------------
+
+    def worker(self, queues: str | list[str], options: WorkerOptions | None = None) -> Worker:
+        """A worker for these queues (a list or "a,b,c", in priority order)."""
+        from soleil.runner.worker import Worker, WorkerOptions
+
+        return Worker(self, queues, options or WorkerOptions())

@@ -1,0 +1,549 @@
+"""The worker: composes the services and runs wait -> claim -> execute.
+
+Start: pool -> schema check -> registration and first rescue -> completer ->
+executors -> listener -> READY. Stop, in reverse and in two phases: stop
+claiming and let running jobs finish within the grace period; then give back
+claimed-but-unstarted jobs, flush completions, unregister and close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from soleil.runner import backoff as backoff_rules
+from soleil.runner import claim as claiming
+from soleil.runner import db, lease
+from soleil.runner.claim import ClaimedJob
+from soleil.runner.complete import Completer
+from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
+from soleil.runner.execute import Executor, record_abandoned
+from soleil.runner.job import REGISTRY, Job, JobContext, Registry
+from soleil.runner.listener import Listener
+from soleil.runner.migrate import check_schema
+from soleil.runner.names import channel, parse_queue_list, validate_queue
+from soleil.runner.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from soleil.runner.runner import Runner
+
+log = structlog.get_logger("soleil.worker")
+
+CONTROL_CHANNEL = "soleil:control"
+HOUSEKEEPING_TICK_SECONDS = 0.5
+EXIT_OK = 0
+EXIT_STUCK = 1
+EXIT_MEMORY = 12  # as Laravel's worker
+
+
+@dataclass
+class WorkerOptions:
+    """A worker's settings; the names follow `soleil-runner work`'s options."""
+
+    concurrency: int = 1
+    sleep: float = 3.0  # seconds between polls when no notification arrives
+    tries: int = 1  # default for jobs that do not set `tries`
+    backoff: backoff_rules.BackoffSpec = 0  # default for jobs that do not set `backoff`
+    timeout: float = 60.0  # default seconds per attempt for jobs that do not set `timeout`
+    max_jobs: int | None = None
+    max_time: float | None = None  # seconds
+    memory_mb: int | None = None
+    stop_when_empty: bool = False
+    heartbeat_interval: float = 10.0  # a silent worker loses its jobs after two intervals
+    timeout_grace: float = 5.0  # seconds a job may take to stop after its timeout
+    stop_grace: float = 60.0  # seconds running jobs may take to finish after SIGTERM
+    completion_interval: float = 0.05
+    completion_batch: int = 500
+
+    def validated(self) -> WorkerOptions:
+        checks: dict[str, bool] = {
+            "concurrency": isinstance(self.concurrency, int) and self.concurrency >= 1,
+            "sleep": self.sleep > 0,
+            "tries": isinstance(self.tries, int) and self.tries >= 1,
+            "timeout": self.timeout > 0,
+            "max_jobs": self.max_jobs is None or self.max_jobs >= 1,
+            "max_time": self.max_time is None or self.max_time > 0,
+            "memory_mb": self.memory_mb is None or self.memory_mb >= 1,
+            "heartbeat_interval": self.heartbeat_interval > 0,
+            "timeout_grace": self.timeout_grace >= 0,
+            "stop_grace": self.stop_grace >= 0,
+            "completion_interval": self.completion_interval > 0,
+            "completion_batch": self.completion_batch >= 1,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise ConfigurationError(f"invalid worker option {field}={getattr(self, field)!r}")
+        try:
+            backoff_rules.validate(self.backoff)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid worker option backoff: {exc}") from None
+        return self
+
+    @property
+    def lease_seconds(self) -> float:
+        return 2 * self.heartbeat_interval
+
+
+class Worker:
+    def __init__(
+        self,
+        runner: Runner,
+        queues: str | list[str],
+        options: WorkerOptions | None = None,
+        *,
+        registry: Registry = REGISTRY,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.runner = runner
+        self.queues = (
+            parse_queue_list(queues) if isinstance(queues, str) else [validate_queue(q) for q in queues]
+        )
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue")
+        self.options = (options or WorkerOptions()).validated()
+        self.registry = registry
+        self.notifier = notifier or Notifier(None)
+        self.id = 0
+        self.exit_code = EXIT_OK
+        self.stop_reason = ""
+        self.processed = 0
+        self.hard_stopped = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._work_ready = True
+        self._ready = threading.Event()
+        self._slots = threading.Condition()
+        self._busy = 0
+        self._claimed = 0
+        self._handed_back: list[ClaimedJob] = []
+        self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._executors: list[Executor] = []
+        self._executor_numbers = 0
+        self._abandoned = 0
+        self._paused: set[str] = set()
+        self._next_due: float | None = None  # local wall-clock time of the next delayed job
+        self._clock_offset = 0.0  # database clock - local clock
+        self._thread: threading.Thread | None = None
+        self._startup_error: BaseException | None = None
+        self.pool: ConnectionPool = db.make_pool(
+            runner.database_url, max_size=self.options.concurrency + 3, name="soleil-worker"
+        )
+        self.completer: Completer
+        self.listener: Listener
+
+    # -- public lifecycle ---------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self, reason: str = "requested", exit_code: int | None = None) -> None:
+        """Stop claiming; running jobs finish. Safe from signal handlers and other threads."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            if exit_code is not None:
+                self.exit_code = exit_code
+            self._stop.set()
+        self._wake.set()
+        with self._slots:
+            self._slots.notify_all()
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        try:
+            self._start_services()
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            self._close_services()
+            raise
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        """Run in a background thread (tests, benchmarks, embedding); returns when listening."""
+        self._thread = threading.Thread(target=self._run_quietly, name="soleil-worker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise DatabaseUnavailable("the worker did not start in time")
+        if self._startup_error is not None:
+            raise self._startup_error
+        return self
+
+    def _run_quietly(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            if self._startup_error is None:
+                log.exception("worker.crashed", error=str(exc))
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.request_stop("stop() called")
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # -- what executors and outcomes ask of the worker ---------------------------
+
+    def job_class_or_none(self, name: str) -> type[Job] | None:
+        try:
+            return self.registry.lookup(name)
+        except LookupError:
+            return None
+
+    def timeout_for(self, name: str) -> float:
+        cls = self.job_class_or_none(name)
+        return float(cls.timeout) if cls is not None and cls.timeout is not None else self.options.timeout
+
+    def context(self, claimed: ClaimedJob, connection: psycopg.Connection[Any] | None = None) -> JobContext:
+        return JobContext(
+            job_id=claimed.id,
+            queue=claimed.queue,
+            name=claimed.name,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            runner=self.runner,
+            connection=connection,
+            log=log.bind(job_id=claimed.id, queue=claimed.queue, job=claimed.name, attempt=claimed.attempt),
+        )
+
+    def job_finished(self) -> None:
+        with self._slots:
+            self._busy -= 1
+            self.processed += 1
+            self._slots.notify_all()
+
+    def hand_back(self, claimed: ClaimedJob) -> None:
+        """A claimed job an executor did not start because the worker is stopping."""
+        with self._slots:
+            self._handed_back.append(claimed)
+            self._busy -= 1
+            self._slots.notify_all()
+
+    @property
+    def running(self) -> int:
+        with self._slots:
+            return self._busy
+
+    # -- start and stop -----------------------------------------------------------
+
+    def _start_services(self) -> None:
+        try:
+            self.pool.open(wait=True, timeout=10.0)
+        except PoolTimeout:
+            db.connect(self.runner.database_url).close()  # raises the real reason
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {db.describe(self.runner.database_url)}"
+            ) from None
+        with self.pool.connection() as conn:
+            check_schema(conn)
+            self.id = lease.register(conn, self.queues, self.options.concurrency)
+            lease.rescue(conn, self.options.lease_seconds)
+        self._last_heartbeat = self._last_rescue = time.monotonic()
+        self._started_at = time.monotonic()
+        self._last_watchdog = 0.0
+        self._poll_at = 0.0
+        self.completer = Completer(
+            self.pool, self.id, interval=self.options.completion_interval, batch=self.options.completion_batch
+        )
+        self.completer.start()
+        for _ in range(self.options.concurrency):
+            self._add_executor()
+        self.listener = Listener(
+            self.runner.database_url,
+            [channel(q) for q in self.queues] + [CONTROL_CHANNEL],
+            self._on_notify,
+            self._on_listener_connect,
+        )
+        self.listener.start()
+        if not self.listener.ready.wait(10.0):
+            log.warning("listener.not_ready", note="polling every --sleep until it connects")
+        log.info(
+            "worker.started",
+            worker_id=self.id,
+            queues=self.queues,
+            concurrency=self.options.concurrency,
+            database=db.describe(self.runner.database_url),
+        )
+        self.notifier.ready(f"working {','.join(self.queues)}")
+
+    def _add_executor(self) -> None:
+        self._executor_numbers += 1
+        executor = Executor(self, self._inbox, self._executor_numbers)
+        self._executors.append(executor)
+        executor.start()
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping(f"draining: {self.stop_reason}")
+        log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
+        with self._slots:
+            drained = self._slots.wait_for(lambda: self._busy <= 0, self.options.stop_grace)
+        for _ in self._executors:
+            self._inbox.put(None)
+        if not drained:
+            self.hard_stopped = True
+            stuck = [e.current.id for e in self._executors if e.current is not None]
+            log.error(
+                "worker.stop_timeout", worker_id=self.id, grace_s=self.options.stop_grace, job_ids=stuck
+            )
+            if self.exit_code == EXIT_OK:
+                self.exit_code = EXIT_STUCK
+        leftovers = self._handed_back + _drain(self._inbox)
+        try:
+            with self.pool.connection(timeout=5.0) as conn:
+                released = claiming.release(conn, leftovers, self.id)
+                if released:
+                    log.info("job.released", jobs=released)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            log.warning("worker.release_failed", error=str(exc).strip())
+        if not self.completer.stop(timeout=10.0):
+            log.error("completion.unflushed", jobs=self.completer.pending)
+        try:
+            with self.pool.connection(timeout=5.0) as conn:
+                lease.unregister(conn, self.id)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            log.warning("worker.unregister_failed", error=str(exc).strip())
+        self._close_services()
+        log.info("worker.stopped", worker_id=self.id, processed=self.processed, exit_code=self.exit_code)
+
+    def _close_services(self) -> None:
+        listener = getattr(self, "listener", None)
+        if listener is not None:
+            listener.stop()
+        self.pool.close(timeout=5.0)
+        self.notifier.close()
+
+    # -- the main loop ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        db_backoff = 0.1
+        while not self._stop.is_set():
+            self._housekeeping()
+            free = self._acquire_slots(HOUSEKEEPING_TICK_SECONDS)
+            if not free:
+                continue
+            try:
+                jobs = self._claim(free)
+                db_backoff = 0.1
+            except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
+                self._return_slots(free)
+                log.warning(
+                    "database.unavailable", during="claim", error=str(exc).strip(), retry_in=db_backoff
+                )
+                self._stop.wait(db_backoff)
+                db_backoff = min(db_backoff * 2, 5.0)
+                continue
+            self._return_slots(free - len(jobs))
+            for job in jobs:
+                self._inbox.put(job)
+            if len(jobs) == free:
+                continue  # there may be more: claim again as soon as a slot frees
+            if self.options.stop_when_empty and not jobs and self.running == 0:
+                self.request_stop("queue empty")
+                break
+            self._wait_for_work()
+
+    def _claimable_queues(self) -> list[str]:
+        return [q for q in self.queues if q not in self._paused] if self._paused else self.queues
+
+    def _claim(self, free: int) -> list[ClaimedJob]:
+        queues = self._claimable_queues()
+        if self.options.max_jobs is not None:
+            free = min(free, self.options.max_jobs - self._claimed)
+        if not queues or free <= 0:
+            return []
+        self._work_ready = False
+        with self.pool.connection() as conn:
+            jobs = claiming.claim(
+                conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
+            )
+            if len(jobs) < free:
+                due, db_now = claiming.next_due_epoch(conn, queues)
+                self._clock_offset = db_now - time.time()
+                self._next_due = None if due is None else due - self._clock_offset
+        self._claimed += len(jobs)
+        return jobs
+
+    def _acquire_slots(self, timeout: float) -> int:
+        """Wait for free executors; reserve all that are free."""
+        with self._slots:
+            if not self._slots.wait_for(
+                lambda: self._busy < self.options.concurrency or self._stop.is_set(), timeout
+            ):
+                return 0
+            if self._stop.is_set():
+                return 0
+            free = self.options.concurrency - self._busy
+            self._busy += free
+            return free
+
+    def _return_slots(self, count: int) -> None:
+        if count:
+            with self._slots:
+                self._busy -= count
+                self._slots.notify_all()
+
+    def _wait_for_work(self) -> None:
+        """Sleep until a notification, the next delayed job, the poll interval or a stop."""
+        self._poll_at = time.monotonic() + self.options.sleep
+        while not self._stop.is_set() and not self._work_ready:
+            if self.options.stop_when_empty and self.running == 0:
+                return  # the last running job may have been the last one: look again
+            now = time.monotonic()
+            due_in = None if self._next_due is None else self._next_due - time.time()
+            if now >= self._poll_at or (due_in is not None and due_in <= 0):
+                return
+            timeout = min(self._poll_at - now, HOUSEKEEPING_TICK_SECONDS, *([due_in] if due_in else []))
+            if self._wake.wait(timeout):
+                self._wake.clear()
+            self._housekeeping()
+
+    def _on_notify(self, channel_name: str, payload: str) -> None:
+        if channel_name == CONTROL_CHANNEL:
+            self._on_control(payload)
+            return
+        try:
+            due = float(payload) - self._clock_offset
+        except ValueError:
+            due = 0.0
+        if due <= time.time() + 0.001:
+            self._work_ready = True
+        elif self._next_due is None or due < self._next_due:
+            self._next_due = due
+        else:
+            return
+        self._wake.set()
+
+    def _on_listener_connect(self) -> None:
+        # A notification may have been missed while disconnected: look now.
+        self._work_ready = True
+        self._wake.set()
+
+    def _on_control(self, payload: str) -> None:
+        """Queue control sent through the database (pause, resume, restart)."""
+        verb, _, argument = payload.partition(":")
+        if verb == "pause" and argument in self.queues:
+            self._paused.add(argument)
+            log.info("queue.paused", queue=argument)
+        elif verb == "resume" and argument in self.queues:
+            self._paused.discard(argument)
+            log.info("queue.resumed", queue=argument)
+            self._work_ready = True
+        elif verb == "restart":
+            self.request_stop("restart requested")
+        self._wake.set()
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        self._check_timeouts(now)
+        if self.notifier.watchdog_interval is not None and now - self._last_watchdog >= min(
+            self.notifier.watchdog_interval, 1.0
+        ):
+            self.notifier.watchdog()
+            self._last_watchdog = now
+        if now - self._last_heartbeat >= self.options.heartbeat_interval:
+            self._heartbeat()
+        if now - self._last_rescue >= self.options.heartbeat_interval:
+            self._rescue()
+        self._check_limits(now)
+
+    def _heartbeat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+        try:
+            with self.pool.connection(timeout=5.0) as conn:
+                if not lease.heartbeat(conn, self.id, self.queues, self.options.concurrency, self.running):
+                    log.warning(
+                        "worker.lease_lost", worker_id=self.id, note="jobs this worker held were rescued"
+                    )
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            log.warning("database.unavailable", during="heartbeat", error=str(exc).strip())
+
+    def _rescue(self) -> None:
+        self._last_rescue = time.monotonic()
+        try:
+            with self.pool.connection(timeout=5.0) as conn:
+                if lease.rescue(conn, self.options.lease_seconds):
+                    self._work_ready = True
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            log.warning("database.unavailable", during="rescue", error=str(exc).strip())
+
+    def _check_timeouts(self, now: float) -> None:
+        for executor in list(self._executors):
+            if executor.abandoned or not executor.overdue(now):
+                continue
+            if not executor.timed_out:
+                log.warning("job.timeout", job_id=executor.current.id if executor.current else None)
+                executor.interrupt()
+            elif now >= executor.deadline + self.options.timeout_grace:
+                self._abandon(executor)
+
+    def _abandon(self, executor: Executor) -> None:
+        taken = executor.abandon()
+        if taken is None:
+            return
+        claimed, backend_pid = taken
+        self._abandoned += 1
+        self._executors.remove(executor)
+        log.error("job.abandoned", job_id=claimed.id, job=claimed.name, thread=executor.thread.name)
+        if backend_pid is not None:
+            # Its transaction holds the job row; end it so the outcome can be written.
+            with self.pool.connection() as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        record_abandoned(self, claimed, self.timeout_for(claimed.name), self.options.timeout_grace)
+        self._add_executor()
+        self.job_finished()
+        if self._abandoned > self.options.concurrency:
+            log.error("worker.too_many_stuck_jobs", stuck=self._abandoned)
+            self.request_stop("too many stuck jobs", EXIT_STUCK)
+
+    def _check_limits(self, now: float) -> None:
+        if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
+            self.request_stop("max jobs reached")
+        elif self.options.max_time is not None and now - self._started_at >= self.options.max_time:
+            self.request_stop("max time reached")
+        elif self.options.memory_mb is not None and _rss_mb() >= self.options.memory_mb:
+            log.warning("worker.memory_exceeded", rss_mb=round(_rss_mb(), 1), limit_mb=self.options.memory_mb)
+            self.request_stop("memory limit exceeded", EXIT_MEMORY)
+
+
+def _drain(inbox: queue.SimpleQueue[ClaimedJob | None]) -> list[ClaimedJob]:
+    jobs: list[ClaimedJob] = []
+    while True:
+        try:
+            item = inbox.get_nowait()
+        except queue.Empty:
+            return jobs
+        if item is not None:
+            jobs.append(item)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * resource.getpagesize() / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+__all__ = ["Worker", "WorkerOptions", "dataclasses"]

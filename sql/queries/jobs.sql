@@ -1,0 +1,173 @@
+-- Statements on soleil.jobs: the job's whole life, from dispatch to completion.
+-- Each statement starts with a `-- name: <name> :<one|many|none|rowcount>` header;
+-- soleil/runner/queries.py loads them once.
+
+-- name: job_insert_one :one
+-- Dispatch one job. A unique_key already held by a queued or running job makes
+-- this a no-op (no row returned). Wakes the queue's listeners at commit; the
+-- payload of the notification is the due time, so idle workers can schedule it.
+WITH inserted AS (
+    INSERT INTO soleil.jobs (queue, job, payload, priority, max_attempts, available_at, unique_key)
+    VALUES (
+        %(queue)s, %(job)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
+        COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
+        %(unique_key)s
+    )
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, available_at
+)
+SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text)
+FROM inserted;
+
+-- name: job_reserve_ids :many
+-- Reserve a block of ids for the bulk path (COPY needs them up front).
+SELECT nextval('soleil.jobs_id_seq') FROM generate_series(1, %(count)s);
+
+-- name: job_due_at :one
+-- When jobs dispatched now with this delay become due, in the database's clock.
+SELECT COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s));
+
+-- name: job_copy_in :none
+-- The bulk path: rows arrive by COPY with ids from job_reserve_ids.
+COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at) FROM STDIN;
+
+-- name: job_notify_queue :none
+-- One wake-up per queue per bulk dispatch; Postgres sends it at commit.
+SELECT pg_notify('soleil:' || %(queue)s, extract(epoch FROM %(available_at)s::timestamptz)::text);
+
+-- name: job_claim_available :many
+-- Reserve up to %(limit)s ready jobs for a worker, queues in strict priority
+-- order (the lateral scan only reaches the next queue when the one before it
+-- ran dry), each queue read through jobs_claim_idx. The attempt counts now, as
+-- in Laravel, so a run killed by SIGKILL still counts. The effective tries are
+-- written on the row so a rescuer knows them without the worker's settings.
+WITH picked AS MATERIALIZED (
+    SELECT ready.id
+    FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, position)
+    CROSS JOIN LATERAL (
+        SELECT j.id
+        FROM soleil.jobs j
+        WHERE j.queue = q.name
+          AND j.reserved_by IS NULL
+          AND j.available_at <= now()
+        ORDER BY j.priority DESC, j.available_at, j.id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) ready
+    LIMIT %(limit)s
+)
+UPDATE soleil.jobs j
+SET attempts = j.attempts + 1,
+    reserved_at = now(),
+    reserved_by = %(worker_id)s,
+    max_attempts = COALESCE(j.max_attempts, %(default_tries)s)
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_attempts,
+          extract(epoch FROM j.available_at)::float8 AS available_epoch,
+          extract(epoch FROM j.reserved_at)::float8 AS reserved_epoch;
+
+-- name: job_next_available_at :one
+-- When the next waiting job of these queues becomes due (NULL: none waiting).
+SELECT extract(epoch FROM min(next.available_at))::float8 AS due_epoch,
+       extract(epoch FROM now())::float8 AS now_epoch
+FROM unnest(%(queues)s::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT j.available_at
+    FROM soleil.jobs j
+    WHERE j.queue = q.name AND j.reserved_by IS NULL
+    ORDER BY j.available_at
+    LIMIT 1
+) next;
+
+-- name: job_complete_many :rowcount
+-- Delete a batch of finished jobs, fenced by holder and attempt so a job that
+-- was rescued and re-claimed elsewhere is never completed by its old holder,
+-- and add the batch's per-minute statistics in the same statement.
+WITH done AS (
+    DELETE FROM soleil.jobs j
+    USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS f(id, attempts)
+    WHERE j.id = f.id AND j.attempts = f.attempts AND j.reserved_by = %(worker_id)s
+    RETURNING j.id
+), stats AS (
+    INSERT INTO soleil.queue_stats AS s (queue, minute, completed, failed, retried, runtime_ms, wait_ms)
+    SELECT * FROM unnest(
+        %(stat_queues)s::text[], %(stat_minutes)s::timestamptz[], %(stat_completed)s::bigint[],
+        %(stat_failed)s::bigint[], %(stat_retried)s::bigint[], %(stat_runtime_ms)s::float8[],
+        %(stat_wait_ms)s::float8[])
+    ON CONFLICT (queue, minute) DO UPDATE SET
+        completed = s.completed + excluded.completed,
+        failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        runtime_ms = s.runtime_ms + excluded.runtime_ms,
+        wait_ms = s.wait_ms + excluded.wait_ms
+)
+SELECT count(*) FROM done;
+
+-- name: job_delete_reserved :one
+-- The fence of a transactional job, run first inside its transaction: deletes
+-- (and so locks) the row only while this worker still holds this attempt. No
+-- row: the lease was lost and the transaction must roll back.
+DELETE FROM soleil.jobs
+WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+RETURNING id;
+
+-- name: job_retry_later :one
+-- Put a failed attempt back in its queue after its backoff.
+WITH retried AS (
+    UPDATE soleil.jobs
+    SET reserved_by = NULL,
+        reserved_at = NULL,
+        available_at = now() + make_interval(secs => %(delay)s)
+    WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+    RETURNING id, queue, available_at
+)
+SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text) FROM retried;
+
+-- name: job_move_to_failed :one
+-- After the last try: the row leaves soleil.jobs and enters soleil.failed_jobs in
+-- one statement (and in the transaction of the job's failed() hook).
+WITH moved AS (
+    DELETE FROM soleil.jobs
+    WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+    RETURNING id, queue, job, payload, attempts, priority, max_attempts
+)
+INSERT INTO soleil.failed_jobs (queue, job, payload, exception, attempts, priority, max_attempts, job_id)
+SELECT queue, job, payload, %(exception)s, attempts, priority, max_attempts, id FROM moved
+RETURNING uuid::text;
+
+-- name: job_release_many :rowcount
+-- Give back jobs that were claimed but never started (graceful stop): the
+-- attempt the claim counted is returned too.
+WITH released AS (
+    UPDATE soleil.jobs j
+    SET reserved_by = NULL, reserved_at = NULL, attempts = j.attempts - 1
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS f(id, attempts)
+    WHERE j.id = f.id AND j.attempts = f.attempts AND j.reserved_by = %(worker_id)s
+    RETURNING j.queue
+)
+SELECT count(*) FROM released, LATERAL (SELECT pg_notify('soleil:' || released.queue, '0')) n;
+
+-- name: job_rescue_orphans :many
+-- Jobs reserved by a worker that no longer has a row in soleil.workers (it
+-- stopped heartbeating and was removed by worker_remove_dead) go back to their
+-- queue now. Their attempt stays counted; a job with no tries left is failed as
+-- "worker lost" by the next worker that claims it, which runs its failed() hook.
+-- Rows locked by a live transaction (a transactional job running) are skipped.
+WITH orphans AS MATERIALIZED (
+    SELECT j.id
+    FROM soleil.jobs j
+    WHERE j.reserved_by IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM soleil.workers w WHERE w.id = j.reserved_by)
+    ORDER BY j.id
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE soleil.jobs j
+    SET reserved_by = NULL, reserved_at = NULL, available_at = now()
+    FROM orphans
+    WHERE j.id = orphans.id
+    RETURNING j.id, j.queue
+)
+SELECT r.queue, count(*) AS rescued, pg_notify('soleil:' || r.queue, '0') AS notified
+FROM rescued r
+GROUP BY r.queue;
