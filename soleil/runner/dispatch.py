@@ -47,7 +47,6 @@ def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
 def insert_one(
     conn: psycopg.Connection[Any],
     row: Row,
-    *,
     priority: int,
     delay: float,
     available_at: datetime | None,
@@ -73,7 +72,6 @@ def insert_one(
 def insert_many(
     conn: psycopg.Connection[Any],
     rows: list[Row],
-    *,
     priority: int,
     delay: float,
     available_at: datetime | None,

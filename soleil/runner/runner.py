@@ -3,6 +3,7 @@ pool and dispatches jobs; workers, migrations and operations hang off it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -43,6 +44,7 @@ class Runner:
         else:
             self.database_url = database_url or str(pool.conninfo)
         self._pool = pool
+        self._pool_lock = threading.Lock()
         self._owns_pool = pool is None
         self.pool_size = pool_size
         self.max_payload_bytes = max_payload_bytes
@@ -57,14 +59,19 @@ class Runner:
     @property
     def pool(self) -> ConnectionPool:
         if self._pool is None:
-            pool = db.make_pool(self.database_url, max_size=self.pool_size, name="soleil-runner")
-            try:
-                pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_SECONDS)
-            except PoolTimeout:
-                pool.close()
-                self._raise_unavailable()
-            self._pool = pool
+            with self._pool_lock:  # threads dispatching at once must share one pool
+                if self._pool is None:
+                    self._pool = self._open_pool()
         return self._pool
+
+    def _open_pool(self) -> ConnectionPool:
+        pool = db.make_pool(self.database_url, max_size=self.pool_size, name="soleil-runner")
+        try:
+            pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_SECONDS)
+        except PoolTimeout:
+            pool.close()
+            self._raise_unavailable()
+        return pool
 
     def _raise_unavailable(self) -> None:
         # The pool only says it timed out; one direct attempt gives the real reason.
@@ -125,16 +132,11 @@ class Runner:
         Higher `priority` runs first; `delay` (seconds) or `available_at` hold it back.
         """
         row = dispatch.to_row(job, self.max_payload_bytes, queue)
-        options = {
-            "priority": priority,
-            "delay": float(delay or 0.0),
-            "available_at": available_at,
-            "unique_key": unique_key,
-        }
+        seconds = float(delay or 0.0)
         if connection is not None:
-            return dispatch.insert_one(connection, row, **options)  # type: ignore[arg-type]
+            return dispatch.insert_one(connection, row, priority, seconds, available_at, unique_key)
         with self.connection() as conn:
-            return dispatch.insert_one(conn, row, **options)  # type: ignore[arg-type]
+            return dispatch.insert_one(conn, row, priority, seconds, available_at, unique_key)
 
     def dispatch_many(
         self,
@@ -147,11 +149,11 @@ class Runner:
     ) -> list[int]:
         """Enqueue many jobs with one COPY; returns their ids in order. All or none are written."""
         rows = [dispatch.to_row(job, self.max_payload_bytes) for job in jobs]
-        options = {"priority": priority, "delay": float(delay or 0.0), "available_at": available_at}
+        seconds = float(delay or 0.0)
         if connection is not None:
-            return dispatch.insert_many(connection, rows, **options)  # type: ignore[arg-type]
+            return dispatch.insert_many(connection, rows, priority, seconds, available_at)
         with self.connection() as conn:
-            return dispatch.insert_many(conn, rows, **options)  # type: ignore[arg-type]
+            return dispatch.insert_many(conn, rows, priority, seconds, available_at)
 
     # -- workers -----------------------------------------------------------
 
