@@ -1,0 +1,168 @@
+"""Job classes for the integration tests of the core runner (retries, hooks,
+timeouts, transactions). Each records what it did in the test tables, so a test
+can count runs, hook calls and effects."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from soleil.runner import Job, JobContext, PermanentFailure
+from tests.apps.basic import record
+
+
+def record_hook(ctx: JobContext, exc: BaseException) -> None:
+    assert ctx.connection is not None, "failed() runs in the move's transaction"
+    ctx.connection.execute(
+        "INSERT INTO public.hooks (job_id, error) VALUES (%s, %s)",
+        (ctx.job_id, f"{type(exc).__name__}: {exc}"),
+    )
+
+
+class AlwaysFails(Job):
+    """Fails every attempt; tries and backoff come from the worker."""
+
+    name = "tests.always_fails"
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "always_fails")
+        raise ValueError(f"broken on attempt {ctx.attempt}")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
+
+
+class FailsWithOwnSettings(Job):
+    """Fails every attempt; its own tries and backoff override the worker's."""
+
+    name = "tests.fails_with_own_settings"
+    tries = 2
+    backoff: ClassVar[list[float]] = [0.3]
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "own_settings")
+        raise ValueError("still broken")
+
+
+class GivesUp(Job):
+    """Raises a PermanentFailure subclass on its first attempt."""
+
+    name = "tests.gives_up"
+    tries = 4
+
+    class NotWorthIt(PermanentFailure):
+        pass
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "gives_up")
+        raise GivesUp.NotWorthIt("card declined")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
+
+
+class HookRaises(Job):
+    """Fails for good; its failed() hook writes a row and then raises."""
+
+    name = "tests.hook_raises"
+
+    def handle(self, ctx: JobContext) -> None:
+        raise PermanentFailure("first problem")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
+        raise RuntimeError("the hook broke too")
+
+
+class Versioned(Job):
+    """A payload that old rows may no longer match (see the unknown/invalid payload tests)."""
+
+    name = "tests.versioned"
+    count: int
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, f"versioned:{self.count}")
+
+
+class Spin(Job):
+    """Loops in Python (so a JobTimeout can be raised in it) for `seconds`."""
+
+    name = "tests.spin"
+    timeout = 0.3
+    tries = 2
+    backoff = 0
+    seconds: float = 30.0
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "spin")
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            pass
+
+
+class Blocked(Job):
+    """Blocks in time.sleep (C code: a JobTimeout cannot reach it until it returns)."""
+
+    name = "tests.blocked"
+    timeout = 0.3
+    seconds: float = 30.0
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "blocked")
+        time.sleep(self.seconds)
+        record(ctx, "blocked:woke")
+
+
+class InsertThenFail(Job):
+    """Transactional: inserts an effect, then fails; the effect must roll back."""
+
+    name = "tests.insert_then_fail"
+    transactional = True
+    tries = 2
+    backoff = 0
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        raise RuntimeError("after the insert")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
+
+
+class Countdown(Job):
+    """Fails its first `failures` attempts, then succeeds; transactional or not
+    (two classes below). Records every run; effects only on success."""
+
+    name = "tests.countdown"
+    tries = 3
+    backoff = 0
+    key: str
+    failures: int = 0
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, self.key)
+        if ctx.attempt <= self.failures:
+            raise RuntimeError(f"planned failure {ctx.attempt} of {self.failures}")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
+
+
+class TransactionalCountdown(Job):
+    name = "tests.transactional_countdown"
+    transactional = True
+    tries = 3
+    backoff = 0
+    key: str
+    failures: int = 0
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        if ctx.attempt <= self.failures:
+            raise RuntimeError(f"planned failure {ctx.attempt} of {self.failures}")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)

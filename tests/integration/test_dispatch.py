@@ -1,0 +1,184 @@
+"""Dispatch against real PostgreSQL: ids, the caller's transaction, unique keys,
+delays, and every way a dispatch is refused without writing anything."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pydantic
+import pytest
+
+from soleil.runner import InvalidName, InvalidPayload, PayloadTooLarge, Runner
+from tests.apps.basic import Record, Sleep
+from tests.apps.lifecycle import Versioned
+from tests.helpers import count_jobs, scalar, wait_for
+
+
+def other_connection_sees(url: str, job_ids: list[int]) -> int:
+    with psycopg.connect(url, autocommit=True) as other:
+        return int(scalar(other, "SELECT count(*) FROM soleil.jobs WHERE id = ANY(%s)", (job_ids,)))
+
+
+def test_dispatch_returns_the_new_rows_id_with_the_payload_and_options(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(Versioned(count=3), priority=5)
+    row = conn.execute(
+        "SELECT queue, job, payload, priority, attempts, max_attempts, reserved_by"
+        " FROM soleil.jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == ("default", "tests.versioned", {"count": 3}, 5, 0, None, None)
+
+
+def test_dispatch_many_returns_ids_in_order(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    ids = runner.dispatch_many([Versioned(count=i) for i in range(50)])
+    assert len(ids) == 50 and len(set(ids)) == 50
+    rows = conn.execute("SELECT id, (payload->>'count')::int FROM soleil.jobs ORDER BY id").fetchall()
+    assert {job_id: count for job_id, count in rows} == {job_id: i for i, job_id in enumerate(ids)}
+    assert runner.dispatch_many([]) == []
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["dispatch", "dispatch_many"])
+def test_a_dispatch_in_the_callers_transaction_appears_only_at_commit(
+    runner: Runner, database_url: str, many: bool
+) -> None:
+    with psycopg.connect(database_url) as caller:  # not autocommit: an open transaction
+        caller.execute("INSERT INTO public.effects (key) VALUES ('app write')")
+        if many:
+            ids = runner.dispatch_many([Record(tag="a"), Record(tag="b")], connection=caller)
+        else:
+            job_id = runner.dispatch(Record(tag="a"), connection=caller)
+            assert job_id is not None
+            ids = [job_id]
+        assert other_connection_sees(database_url, ids) == 0
+        caller.commit()
+    assert other_connection_sees(database_url, ids) == len(ids)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["dispatch", "dispatch_many"])
+def test_a_dispatch_in_a_rolled_back_transaction_leaves_nothing(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], many: bool
+) -> None:
+    with psycopg.connect(database_url) as caller:
+        caller.execute("INSERT INTO public.effects (key) VALUES ('app write')")
+        if many:
+            runner.dispatch_many([Record(tag="a"), Record(tag="b")], connection=caller)
+        else:
+            runner.dispatch(Record(tag="a"), connection=caller)
+        caller.rollback()
+    assert count_jobs(conn) == 0
+    assert scalar(conn, "SELECT count(*) FROM public.effects") == 0
+
+
+def test_a_unique_key_is_taken_while_queued_and_running_and_free_after_completion(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    first = runner.dispatch(Sleep(seconds=0.5, tag="u"), unique_key="receipt-7")
+    assert first is not None
+    assert runner.dispatch(Record(tag="dup"), unique_key="receipt-7") is None  # queued
+    start_worker()
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'start:u'"), what="start")
+    assert count_jobs(conn, "reserved_by IS NOT NULL") == 1
+    assert runner.dispatch(Record(tag="dup"), unique_key="receipt-7") is None  # running
+    assert runner.dispatch(Record(tag="other"), unique_key="receipt-8") is not None  # other keys unaffected
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to finish")
+    again = runner.dispatch(Record(tag="again"), unique_key="receipt-7")
+    assert again is not None and again != first
+    wait_for(lambda: count_jobs(conn) == 0, what="the re-dispatched job to finish")
+    tags = [row[0] for row in conn.execute("SELECT tag FROM public.runs ORDER BY id")]
+    assert sorted(tags) == ["again", "end:u", "other", "start:u"]
+
+
+def test_a_delayed_job_runs_when_due_even_when_the_worker_polls_rarely(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(sleep=30.0)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.workers"), what="worker registration")
+    job_id = runner.dispatch(Record(tag="later"), delay=1.0)
+    due = scalar(conn, "SELECT available_at FROM soleil.jobs WHERE id = %s", (job_id,))
+    ran_at = wait_for(
+        lambda: scalar(conn, "SELECT at FROM public.runs WHERE job_id = %s", (job_id,)),
+        timeout=5.0,
+        what="the delayed job to run",
+    )
+    assert ran_at >= due, "ran before it was due"
+    assert ran_at - due < timedelta(seconds=0.5), f"picked up {ran_at - due} after it was due"
+
+
+def test_available_at_holds_a_job_back_until_then(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(sleep=30.0)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.workers"), what="worker registration")
+    db_now = scalar(conn, "SELECT now()")
+    at = db_now + timedelta(seconds=1.0)
+    job_id = runner.dispatch(Record(tag="at"), available_at=at)
+    ran_at = wait_for(
+        lambda: scalar(conn, "SELECT at FROM public.runs WHERE job_id = %s", (job_id,)),
+        timeout=5.0,
+        what="the scheduled job to run",
+    )
+    assert at <= ran_at < at + timedelta(seconds=0.5)
+
+
+def test_a_worker_does_not_run_a_job_before_its_delay(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(sleep=0.1)
+    runner.dispatch(Record(tag="far"), delay=3600)
+    runner.dispatch_many([Record(tag="far-many")], available_at=datetime.now(UTC) + timedelta(hours=1))
+    # Each due job makes the worker claim again; a claim that ignored the delay
+    # would take the delayed jobs along (no fixed sleep needed).
+    for tag in ("now-1", "now-2", "now-3"):
+        runner.dispatch(Record(tag=tag))
+        wait_for(lambda: count_jobs(conn) == 2, what=f"the due job {tag}")
+    assert count_jobs(conn, "reserved_by IS NULL AND attempts = 0") == 2
+    assert scalar(conn, "SELECT count(*) FROM public.runs") == 3
+
+
+def test_an_invalid_payload_fails_at_construction_and_writes_nothing(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match="count"):
+        runner.dispatch(Versioned(count="several"))
+    assert count_jobs(conn) == 0
+
+
+def test_nul_in_a_payload_is_refused(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(InvalidPayload, match="NUL"):
+        runner.dispatch(Record(tag="a\x00b"))
+    with pytest.raises(InvalidPayload, match="NUL"):
+        runner.dispatch_many([Record(tag="fine"), Record(tag="\x00")])
+    assert count_jobs(conn) == 0
+
+
+def test_a_payload_above_the_limit_is_refused(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    with Runner(database_url, max_payload_bytes=1000) as small:
+        small.dispatch(Record(tag="x" * 900))
+        with pytest.raises(PayloadTooLarge, match="above the limit of 1000 bytes") as caught:
+            small.dispatch(Record(tag="x" * 1000))
+        assert caught.value.limit == 1000 and caught.value.size > 1000
+        with pytest.raises(PayloadTooLarge):
+            small.dispatch(Record(tag="é" * 600))  # counted in bytes, not characters
+        with pytest.raises(PayloadTooLarge):
+            small.dispatch_many([Record(tag="ok"), Record(tag="x" * 2000)])
+    assert count_jobs(conn) == 1
+
+
+def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(InvalidName, match="invalid queue name 'no spaces'"):
+        runner.dispatch(Record(), queue="no spaces")
+    assert count_jobs(conn) == 0
+
+
+def test_dispatch_many_writes_all_or_nothing(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "ALTER TABLE soleil.jobs ADD CONSTRAINT no_poison CHECK (payload->>'tag' IS DISTINCT FROM 'poison')"
+    )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        runner.dispatch_many([Record(tag="fine")] * 10 + [Record(tag="poison")])
+    assert count_jobs(conn) == 0
+    assert len(runner.dispatch_many([Record(tag="fine")] * 10)) == 10
