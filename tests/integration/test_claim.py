@@ -1,0 +1,116 @@
+"""The claim statement: its plan with a large backlog, its concurrency safety, and
+the order it hands jobs out in."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import psycopg
+
+from soleil.runner import Runner, queries
+from soleil.runner.claim import claim
+from tests.apps.basic import Record
+from tests.helpers import scalar
+
+BACKLOG = 1_000_000
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes += plan_nodes(child)
+    return nodes
+
+
+def test_the_claim_is_an_index_scan_with_a_million_queued_jobs(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO soleil.jobs (queue, job, payload, priority, available_at)"
+        " SELECT CASE WHEN g %% 10 = 0 THEN 'low' ELSE 'default' END, 'tests.record', '{}'::jsonb,"
+        "        g %% 3, now() - make_interval(secs => g %% 1000)"
+        " FROM generate_series(1, %s) AS g",
+        (BACKLOG,),
+    )
+    conn.execute("ANALYZE soleil.jobs")
+    params = {"queues": ["default", "low"], "limit": 10, "worker_id": 1, "default_tries": 1}
+    row = conn.execute("EXPLAIN (FORMAT JSON) " + queries.get("job_claim_available"), params).fetchone()
+    assert row is not None
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    nodes = plan_nodes(plan[0]["Plan"])
+    jobs_scans = [n for n in nodes if n.get("Relation Name") == "jobs"]
+    described = json.dumps([(n["Node Type"], n.get("Index Name")) for n in nodes])
+    assert not [n for n in jobs_scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")], described
+    assert any(n.get("Index Name") == "jobs_claim_idx" for n in jobs_scans), described
+    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")], described
+    # And it really claims: the plan is the one that runs.
+    with conn.transaction(force_rollback=True):
+        claimed = claim(conn, queues=["default", "low"], limit=10, worker_id=1, default_tries=1)
+        assert len(claimed) == 10
+        assert {job.queue for job in claimed} == {"default"}
+        assert {job.priority for job in claimed} == {2}
+
+
+def test_two_connections_claiming_at_once_never_get_the_same_job(runner: Runner, database_url: str) -> None:
+    total = 3000
+    runner.dispatch_many([Record(tag=str(i)) for i in range(total)])
+    got: dict[int, list[int]] = {1: [], 2: []}
+    start = threading.Barrier(2)
+
+    def claimer(worker_id: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            start.wait()
+            while batch := claim(own, queues=["default"], limit=25, worker_id=worker_id, default_tries=1):
+                got[worker_id] += [job.id for job in batch]
+
+    threads = [threading.Thread(target=claimer, args=(worker_id,)) for worker_id in got]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert got[1] and got[2], "both connections should have claimed some jobs"
+    assert not set(got[1]) & set(got[2])
+    assert len(got[1]) + len(got[2]) == total
+    with psycopg.connect(database_url) as check:
+        held = dict(check.execute("SELECT reserved_by, count(*) FROM soleil.jobs GROUP BY 1").fetchall())
+    assert held == {1: len(got[1]), 2: len(got[2])}
+
+
+def test_queues_are_claimed_in_strict_priority_order(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    b_ids = [runner.dispatch(Record(tag="b"), queue="b", priority=100) for _ in range(3)]
+    a_ids = [runner.dispatch(Record(tag="a"), queue="a") for _ in range(4)]
+    runner.dispatch(Record(tag="c"), queue="c")  # not listed: never claimed
+    first = claim(conn, queues=["a", "b"], limit=3, worker_id=1, default_tries=1)
+    assert {job.id for job in first} == set(a_ids[:3])
+    # Within one batch the jobs start together, so only the batch's content matters.
+    second = claim(conn, queues=["a", "b"], limit=3, worker_id=1, default_tries=1)
+    assert {job.id for job in second} == {a_ids[3], *b_ids[:2]}
+    third = claim(conn, queues=["a", "b"], limit=3, worker_id=1, default_tries=1)
+    assert [job.id for job in third] == b_ids[2:]
+    assert claim(conn, queues=["a", "b"], limit=3, worker_id=1, default_tries=1) == []
+
+
+def test_higher_priority_first_then_oldest(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    low = runner.dispatch(Record(tag="low"), priority=-5)
+    normal = [runner.dispatch(Record(tag="n")) for _ in range(2)]
+    high = runner.dispatch(Record(tag="high"), priority=10)
+    # One job per claim shows the order the claim takes them in.
+    order = [claim(conn, queues=["default"], limit=1, worker_id=1, default_tries=1)[0].id for _ in range(4)]
+    assert order == [high, *normal, low]
+
+
+def test_attempts_count_at_reservation_with_the_effective_tries(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    from tests.apps.basic import Flaky
+
+    own = runner.dispatch(Flaky())  # tries = 3 on the class
+    default = runner.dispatch(Record())  # no tries: the worker's default applies
+    claimed = {j.id: j for j in claim(conn, queues=["default"], limit=5, worker_id=7, default_tries=4)}
+    assert (claimed[own].attempt, claimed[own].max_attempts) == (1, 3)
+    assert (claimed[default].attempt, claimed[default].max_attempts) == (1, 4)
+    rows = conn.execute("SELECT attempts, max_attempts, reserved_by FROM soleil.jobs ORDER BY id").fetchall()
+    assert rows == [(1, 3, 7), (1, 4, 7)]
+    assert scalar(conn, "SELECT count(*) FROM soleil.jobs WHERE reserved_at IS NULL") == 0
+    # Reserved jobs are not claimed again.
+    assert claim(conn, queues=["default"], limit=5, worker_id=8, default_tries=4) == []
