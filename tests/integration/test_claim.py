@@ -72,7 +72,7 @@ def test_two_connections_claiming_at_once_never_get_the_same_job(runner: Runner,
     assert not set(got[1]) & set(got[2])
     assert len(got[1]) + len(got[2]) == total
     with psycopg.connect(database_url) as check:
-        held = dict(check.execute("SELECT reserved_by, count(*) FROM soleil.jobs GROUP BY 1").fetchall())
+        held: dict[int, int] = dict(check.execute("SELECT reserved_by, count(*) FROM soleil.jobs GROUP BY 1").fetchall())
     assert held == {1: len(got[1]), 2: len(got[2])}
 
 
@@ -104,8 +104,8 @@ def test_attempts_count_at_reservation_with_the_effective_tries(
 ) -> None:
     from tests.apps.basic import Flaky
 
-    own = runner.dispatch(Flaky())  # tries = 3 on the class
-    default = runner.dispatch(Record())  # no tries: the worker's default applies
+    own = runner.dispatch_many([Flaky()])[0]  # tries = 3 on the class
+    default = runner.dispatch_many([Record()])[0]  # no tries: the worker's default applies
     claimed = {j.id: j for j in claim(conn, queues=["default"], limit=5, worker_id=7, default_tries=4)}
     assert (claimed[own].attempt, claimed[own].max_attempts) == (1, 3)
     assert (claimed[default].attempt, claimed[default].max_attempts) == (1, 4)
