@@ -72,7 +72,9 @@ def test_two_connections_claiming_at_once_never_get_the_same_job(runner: Runner,
     assert not set(got[1]) & set(got[2])
     assert len(got[1]) + len(got[2]) == total
     with psycopg.connect(database_url) as check:
-        held: dict[int, int] = dict(check.execute("SELECT reserved_by, count(*) FROM soleil.jobs GROUP BY 1").fetchall())
+        held: dict[int, int] = dict(
+            check.execute("SELECT reserved_by, count(*) FROM soleil.jobs GROUP BY 1").fetchall()
+        )
     assert held == {1: len(got[1]), 2: len(got[2])}
 
 
