@@ -4,6 +4,7 @@ can count runs, hook calls and effects."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import ClassVar
 
@@ -100,8 +101,12 @@ class Spin(Job):
             pass
 
 
+# Set by a test to let the Blocked jobs it abandoned return.
+RELEASE_BLOCKED = threading.Event()
+
+
 class Blocked(Job):
-    """Blocks in time.sleep (C code: a JobTimeout cannot reach it until it returns)."""
+    """Blocks in C code (a lock wait: a JobTimeout cannot reach it until it returns)."""
 
     name = "tests.blocked"
     timeout = 0.3
@@ -109,8 +114,7 @@ class Blocked(Job):
 
     def handle(self, ctx: JobContext) -> None:
         record(ctx, "blocked")
-        time.sleep(self.seconds)
-        record(ctx, "blocked:woke")
+        RELEASE_BLOCKED.wait(self.seconds)
 
 
 class InsertThenFail(Job):

@@ -1,0 +1,64 @@
+"""Timeouts: a job looping in Python is interrupted; a job blocked in C code is
+abandoned after the grace period, and the worker keeps its full concurrency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from soleil.runner import Runner
+from tests.apps.basic import Sleep
+from tests.apps.lifecycle import RELEASE_BLOCKED, Blocked, Spin
+from tests.helpers import count_failed, scalar, wait_for
+
+
+@pytest.fixture
+def release_blocked() -> Iterator[None]:
+    RELEASE_BLOCKED.clear()
+    yield
+    RELEASE_BLOCKED.set()  # abandoned threads return and end
+
+
+def test_a_job_looping_past_its_timeout_is_interrupted_and_retried_then_failed(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(Spin())  # timeout 0.3 s, 2 tries, loops for 30 s
+    started = time.monotonic()
+    start_worker(tries=5)
+    wait_for(lambda: count_failed(conn) == 1, what="the job to fail")
+    assert time.monotonic() - started < 5.0
+    assert scalar(conn, "SELECT count(*) FROM public.runs WHERE job_id = %s", (job_id,)) == 2
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_id,))
+    assert exception.startswith("JobTimeout")
+    assert scalar(conn, "SELECT attempts FROM soleil.failed_jobs") == 2
+
+
+@pytest.mark.usefixtures("release_blocked")
+def test_a_job_blocked_past_timeout_and_grace_is_abandoned_and_the_worker_keeps_its_concurrency(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    blocked = runner.dispatch_many([Blocked(), Blocked()])
+    worker = start_worker(concurrency=2, timeout_grace=0.5)
+    wait_for(lambda: count_failed(conn) == 2, timeout=10.0, what="both blocked jobs to be abandoned")
+    rows = conn.execute(
+        "SELECT job_id, attempts, exception FROM soleil.failed_jobs ORDER BY job_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == blocked
+    for _, attempts, exception in rows:
+        assert attempts == 1
+        assert exception.startswith("JobTimeout: attempt exceeded the job's timeout of 0.3 s")
+        assert "abandoned" in exception
+    # Both slots are free again: two jobs run side by side while the old threads still block.
+    runner.dispatch_many([Sleep(seconds=0.4, tag="a"), Sleep(seconds=0.4, tag="b")])
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag LIKE 'end:%'") == 2,
+        what="the two new jobs",
+    )
+    starts = [r[0] for r in conn.execute("SELECT at FROM public.runs WHERE tag LIKE 'start:%' ORDER BY at")]
+    ends = [r[0] for r in conn.execute("SELECT at FROM public.runs WHERE tag LIKE 'end:%' ORDER BY at")]
+    assert starts[1] < ends[0], "the two jobs should have run concurrently"
+    assert worker.exit_code == 0 and not worker.stopping
