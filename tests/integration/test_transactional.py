@@ -29,7 +29,7 @@ def test_effects_and_the_jobs_deletion_become_visible_together(
         state = conn.execute(STATE).fetchone()
         assert state is not None
         seen.add((state[0], state[1]))
-        return state == (1, 0)
+        return (state[0], state[1]) == (1, 0)
 
     start_worker()
     wait_for(finished, interval=0.005, what="the job to commit")
