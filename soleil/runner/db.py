@@ -47,7 +47,7 @@ def resolve_url(url: str | None = None) -> str:
     try:
         pg_conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(f"invalid database URL {redact(url)!r}: {_first_line(exc)}") from None
+        raise ConfigurationError(f"invalid database URL {redact(url)!r}: {first_line(exc)}") from None
     return url
 
 
@@ -62,7 +62,7 @@ def describe(url: str) -> str:
     return f"{parts.get('user') or 'default user'}@{host}:{port}/{parts.get('dbname') or '?'}"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -77,7 +77,7 @@ def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Conn
 
 def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(
-        f"cannot reach the database at {describe(url)}: {redact(_first_line(exc), url)}"
+        f"cannot reach the database at {describe(url)}: {redact(first_line(exc), url)}"
     )
 
 

@@ -23,6 +23,8 @@ from soleil.runner import db
 log = structlog.get_logger("soleil.listener")
 
 HEALTH_CHECK_SECONDS = 5.0
+# How operators (and the chaos tests) find this connection in pg_stat_activity.
+APPLICATION_NAME = "soleil-listener"
 # How long one wait for notifications lasts: bounds how fast stop() takes effect.
 WAIT_SLICE_SECONDS = 0.25
 
@@ -61,7 +63,7 @@ class Listener:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
-                conn = db.connect(self._url)
+                conn = db.connect(self._url, application_name=APPLICATION_NAME)
             except Exception as exc:  # DatabaseUnavailable: keep trying until stopped
                 log.warning("listener.connect_failed", error=str(exc), retry_in=backoff)
                 self._stopping.wait(backoff)

@@ -36,3 +36,28 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib_logging(LEVELS[level])
+
+
+class _ToStructlog(logging.Handler):
+    """Sends the records of libraries that use `logging` (psycopg, psycopg_pool)
+    through structlog, so a JSON log stays all JSON. The event is the logger's name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string must not kill the worker
+            message = str(record.msg)
+        structlog.get_logger("soleil.lib").log(record.levelno, record.name, message=message)
+
+
+def _route_stdlib_logging(level: int) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(level)
+    # The pool warns about every failed connection attempt; Soleil logs its own
+    # `database.unavailable` events for the same outages (and a command that cannot
+    # connect prints one error line), so the pool's warnings only show at debug level.
+    logging.getLogger("psycopg.pool").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.ERROR)

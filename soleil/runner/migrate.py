@@ -35,6 +35,9 @@ def latest_version() -> int:
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int | None:
+    exists = conn.execute(queries.get("schema_migrations_exists")).fetchone()
+    if exists is None or not exists[0]:
+        return None
     row = conn.execute(queries.get("schema_version")).fetchone()
     return None if row is None else row[0]
 

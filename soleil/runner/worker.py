@@ -246,6 +246,9 @@ class Worker:
     # -- start and stop -----------------------------------------------------------
 
     def _start_services(self) -> None:
+        # One direct attempt first: a wrong or unreachable database fails at once
+        # with libpq's reason, instead of after the pool's open timeout.
+        db.connect(self.runner.database_url).close()
         try:
             self.pool.open(wait=True, timeout=10.0)
         except PoolTimeout:

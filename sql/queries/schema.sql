@@ -18,7 +18,11 @@ SELECT version FROM soleil.migrations ORDER BY version;
 -- name: migration_record :none
 INSERT INTO soleil.migrations (version, name) VALUES (%(version)s, %(name)s);
 
+-- name: schema_migrations_exists :one
+-- Asked before schema_version: a statement naming a missing table fails when it
+-- is parsed, even in a CASE branch that would never run.
+SELECT to_regclass('soleil.migrations') IS NOT NULL;
+
 -- name: schema_version :one
--- The newest applied migration (NULL when the schema was never migrated).
-SELECT CASE WHEN to_regclass('soleil.migrations') IS NULL THEN NULL
-            ELSE (SELECT max(version) FROM soleil.migrations) END AS version;
+-- The newest applied migration (NULL when none was recorded).
+SELECT max(version) AS version FROM soleil.migrations;

@@ -11,11 +11,14 @@ import sys
 from typing import Any
 
 import click
+import psycopg
 
 from soleil.runner import logging as soleil_logging
 from soleil.runner.cli.common import Context
-from soleil.runner.db import redact
+from soleil.runner.db import first_line, redact
 from soleil.runner.errors import SoleilError
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -50,9 +53,9 @@ def cli(ctx: click.Context, database_url: str | None, log_format: Any, log_level
 
 
 def _register_commands() -> None:
-    from soleil.runner.cli import schema, work
+    from soleil.runner.cli import dispatch, schema, work
 
-    for module in (schema, work):
+    for module in (schema, work, dispatch):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -63,9 +66,9 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="soleil-runner", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort) or EOF
         click.echo("Aborted.", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -74,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(exit_code_for(exc))
+    except psycopg.Error as exc:  # a database error no command turned into a SoleilError
+        if "--debug" in (argv if argv is not None else sys.argv):
+            raise
+        click.echo(f"error: database error: {redact(first_line(exc))}", err=True)
+        sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(0)
