@@ -87,12 +87,13 @@ class Executor:
             try:
                 cls = worker.registry.lookup(claimed.name)
                 transactional = cls.transactional
+                # Loaded first so the failed() hook of a job lost with its worker runs too.
+                instance = load_payload(cls, claimed.payload)
                 if claimed.attempt > claimed.max_attempts:
                     raise WorkerLost(
                         f"the worker running attempt {claimed.attempt - 1} of {claimed.max_attempts} "
                         "stopped heartbeating and no tries are left"
                     )
-                instance = load_payload(cls, claimed.payload)
                 if transactional:
                     self._run_transactional(instance, claimed, timeout)
                 else:
