@@ -1,0 +1,103 @@
+"""Leases: a silent worker's jobs come back within two heartbeat intervals, a job
+past its tries fails as 'worker lost', and a live worker's jobs are never stolen."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from soleil.runner import Runner
+from tests.apps.basic import Doomed, Record, Sleep
+from tests.helpers import count_failed, count_jobs, scalar, wait_for
+
+HEARTBEAT = 0.5
+
+
+def reserve_to_dead_worker(
+    conn: psycopg.Connection[Any], job_id: int | None, *, attempts: int, tries: int
+) -> int:
+    """A worker row whose heartbeat stopped long ago, holding `job_id` (as if SIGKILLed mid-job)."""
+    dead = int(
+        scalar(
+            conn,
+            "INSERT INTO soleil.workers (host, pid, queues, concurrency, heartbeat_at)"
+            " VALUES ('gone-host', 999999, '{default}', 1, now() - interval '10 minutes') RETURNING id",
+        )
+    )
+    conn.execute(
+        "UPDATE soleil.jobs SET reserved_by = %s, reserved_at = now() - interval '10 minutes',"
+        " attempts = %s, max_attempts = %s WHERE id = %s",
+        (dead, attempts, tries, job_id),
+    )
+    return dead
+
+
+def test_a_dead_workers_job_is_rescued_within_two_heartbeats_and_completed(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(heartbeat_interval=HEARTBEAT)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.workers"), what="worker registration")
+    job_id = runner.dispatch(Record(tag="orphan"), delay=3600)  # not claimable before the reservation
+    dead = reserve_to_dead_worker(conn, job_id, attempts=1, tries=3)
+    conn.execute("UPDATE soleil.jobs SET available_at = now() WHERE id = %s", (job_id,))
+    reserved = time.monotonic()
+    wait_for(lambda: count_jobs(conn) == 0, timeout=5.0, what="the orphan to be rescued and completed")
+    assert time.monotonic() - reserved < 2 * HEARTBEAT + 0.5
+    assert conn.execute("SELECT attempt FROM public.runs WHERE job_id = %s", (job_id,)).fetchall() == [(2,)]
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (dead,)) == 0
+
+
+def test_a_job_past_its_tries_whose_worker_was_lost_fails_and_runs_its_hook(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(Doomed(), delay=3600)
+    reserve_to_dead_worker(conn, job_id, attempts=1, tries=1)
+    start_worker(heartbeat_interval=HEARTBEAT)
+    wait_for(lambda: count_failed(conn) == 1, what="the lost job to fail")
+    exception, attempts = conn.execute("SELECT exception, attempts FROM soleil.failed_jobs").fetchone() or (
+        "",
+        0,
+    )
+    assert exception.startswith("WorkerLost: the worker running attempt 1 of 1 stopped heartbeating")
+    assert attempts == 2
+    assert scalar(conn, "SELECT count(*) FROM public.runs") == 0, "handle() must not run again"
+    hook = scalar(conn, "SELECT error FROM public.hooks WHERE job_id = %s", (job_id,))
+    assert hook is not None and "stopped heartbeating" in hook
+    assert count_jobs(conn) == 0
+
+
+def test_a_live_workers_long_job_is_never_stolen(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(heartbeat_interval=0.1)
+    job_id = runner.dispatch(Sleep(seconds=1.5, tag="long"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="worker A to start the job")
+    second = start_worker(heartbeat_interval=0.1)  # rescues every 0.1 s, lease 0.2 s
+    wait_for(lambda: count_jobs(conn) == 0, what="the long job to finish")
+    runs = conn.execute(
+        "SELECT tag, attempt FROM public.runs WHERE job_id = %s ORDER BY id", (job_id,)
+    ).fetchall()
+    assert runs == [("start:long", 1), ("end:long", 1)]
+    assert second.processed == 0
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 2
+
+
+def test_a_rescued_jobs_old_holder_cannot_complete_it(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    from soleil.runner import lease
+    from soleil.runner.claim import claim
+    from soleil.runner.complete import Completer
+
+    job_id = runner.dispatch(Record())
+    old = lease.register(conn, ["default"], 1)
+    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=3)
+    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
+    assert lease.rescue(conn, lease_seconds=1.0) == 1
+    new = lease.register(conn, ["default"], 1)
+    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=3)
+    completer = Completer(runner.pool, old)
+    completer.completed(claimed, 1.0, delete=True)
+    assert completer.flush()
+    row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == (new, 2), "the re-claimed job must survive its old holder's completion"
