@@ -1,0 +1,85 @@
+"""How a worker stops: gracefully (running jobs finish, unstarted ones go back
+without an attempt), and on --max-jobs, --max-time, --stop-when-empty and --memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from soleil.runner import Runner
+from soleil.runner.claim import claim
+from soleil.runner.worker import EXIT_MEMORY, EXIT_OK
+from tests.apps.basic import Record, Sleep
+from tests.helpers import count_jobs, scalar, wait_for
+
+
+def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an_attempt(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    worker = start_worker(concurrency=1)
+    running = runner.dispatch(Sleep(seconds=0.5, tag="running"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the job to start")
+    # Jobs claimed by this worker but not started yet (what a batch claim leaves
+    # in the executors' inbox when the stop arrives).
+    waiting = runner.dispatch_many([Record(tag="w1"), Record(tag="w2")])
+    for job in claim(conn, queues=["default"], limit=2, worker_id=worker.id, default_tries=1):
+        worker._inbox.put(job)
+    worker.stop(timeout=10)
+    assert worker.join(0) and worker.exit_code == EXIT_OK
+    tags = [
+        r[0] for r in conn.execute("SELECT tag FROM public.runs WHERE job_id = %s ORDER BY id", (running,))
+    ]
+    assert tags == ["start:running", "end:running"]
+    rows = conn.execute(
+        "SELECT id, attempts, reserved_by FROM soleil.jobs ORDER BY id",
+    ).fetchall()
+    assert rows == [(waiting[0], 0, None), (waiting[1], 0, None)]
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregisters"
+
+
+def test_max_jobs_stops_after_that_many_jobs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many([Record(tag=str(i)) for i in range(5)])
+    worker = start_worker(concurrency=2, max_jobs=3)
+    assert worker.join(10), "the worker should stop by itself"
+    assert (worker.exit_code, worker.stop_reason) == (EXIT_OK, "max jobs reached")
+    assert scalar(conn, "SELECT count(*) FROM public.runs") == 3
+    assert count_jobs(conn, "attempts = 0 AND reserved_by IS NULL") == 2
+
+
+def test_max_time_stops_an_idle_worker(start_worker: Any) -> None:
+    worker = start_worker(max_time=0.5, sleep=30.0)
+    assert worker.join(5), "the worker should stop by itself"
+    assert (worker.exit_code, worker.stop_reason) == (EXIT_OK, "max time reached")
+
+
+def test_max_time_lets_the_running_job_finish(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch(Sleep(seconds=1.0, tag="long"))
+    worker = start_worker(max_time=0.3)
+    assert worker.join(10)
+    assert worker.exit_code == EXIT_OK
+    assert scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'end:long'") == 1
+    assert count_jobs(conn) == 0
+
+
+def test_stop_when_empty_drains_the_queue_then_exits(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many([Sleep(seconds=0.05, tag=str(i)) for i in range(6)])
+    runner.dispatch(Record(tag="later"), delay=3600)  # not due: does not keep the worker alive
+    worker = start_worker(concurrency=2, stop_when_empty=True, sleep=30.0)
+    assert worker.join(10), "the worker should stop by itself"
+    assert (worker.exit_code, worker.stop_reason) == (EXIT_OK, "queue empty")
+    assert scalar(conn, "SELECT count(*) FROM public.runs WHERE tag LIKE 'end:%'") == 6
+    assert count_jobs(conn) == 1
+
+
+def test_a_memory_limit_stops_the_worker_with_exit_code_12(start_worker: Any) -> None:
+    worker = start_worker(memory_mb=1)
+    assert worker.join(5), "the worker should stop by itself"
+    assert (worker.exit_code, worker.stop_reason) == (EXIT_MEMORY, "memory limit exceeded")
+    assert EXIT_MEMORY == 12
