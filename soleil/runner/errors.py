@@ -23,6 +23,21 @@ class SchemaNotReady(SoleilError):
     """The database has no (or an outdated) Soleil schema: run `soleil-runner migrate`."""
 
 
+class NotFound(SoleilError, LookupError):
+    """What was asked for does not exist (the CLI exits 1)."""
+
+    exit_code = 1
+
+
+class FailedJobNotFound(NotFound):
+    """No failed job has this uuid."""
+
+    def __init__(self, uuids: list[str]) -> None:
+        self.uuids = uuids
+        noun = "failed job" if len(uuids) == 1 else "failed jobs"
+        super().__init__(f"no {noun} with uuid {', '.join(uuids)}")
+
+
 class InvalidName(SoleilError, ValueError):
     """A queue or job name is not valid."""
 
