@@ -40,6 +40,10 @@ log = structlog.get_logger("soleil.worker")
 
 CONTROL_CHANNEL = "soleil:control"
 HOUSEKEEPING_TICK_SECONDS = 0.5
+STATUS_INTERVAL_SECONDS = 1.0  # how often systemd's STATUS= may change
+# How long the main loop waits for a pooled connection: it also sends the
+# watchdog pings, so it must never wait as long as WatchdogSec.
+MAIN_LOOP_POOL_WAIT_SECONDS = 5.0
 EXIT_OK = 0
 EXIT_STUCK = 1
 EXIT_MEMORY = 12  # as Laravel's worker
@@ -63,6 +67,9 @@ class WorkerOptions:
     stop_grace: float = 60.0  # seconds running jobs may take to finish after SIGTERM
     completion_interval: float = 0.05
     completion_batch: int = 500
+    # A direct connection for LISTEN when the main URL goes through PgBouncer in
+    # transaction mode (LISTEN needs a session); default: the runner's URL.
+    listen_database_url: str | None = None
 
     def validated(self) -> WorkerOptions:
         checks: dict[str, bool] = {
@@ -86,6 +93,8 @@ class WorkerOptions:
             backoff_rules.validate(self.backoff)
         except ValueError as exc:
             raise ConfigurationError(f"invalid worker option backoff: {exc}") from None
+        if self.listen_database_url:
+            db.resolve_url(self.listen_database_url)
         return self
 
     @property
@@ -112,6 +121,11 @@ class Worker:
         self.options = (options or WorkerOptions()).validated()
         self.registry = registry
         self.notifier = notifier or Notifier(None)
+        # The main loop never sleeps longer than half the watchdog interval.
+        self._tick = min(HOUSEKEEPING_TICK_SECONDS, self.notifier.watchdog_interval or float("inf"))
+        self._announced_ready = False
+        self._status = ""
+        self._last_status = 0.0
         self.id = 0
         self.exit_code = EXIT_OK
         self.stop_reason = ""
@@ -271,14 +285,13 @@ class Worker:
         for _ in range(self.options.concurrency):
             self._add_executor()
         self.listener = Listener(
-            self.runner.database_url,
+            self.options.listen_database_url or self.runner.database_url,
             [channel(q) for q in self.queues] + [CONTROL_CHANNEL],
             self._on_notify,
             self._on_listener_connect,
         )
         self.listener.start()
-        if not self.listener.ready.wait(10.0):
-            log.warning("listener.not_ready", note="polling every --sleep until it connects")
+        listening = self.listener.ready.wait(10.0)
         log.info(
             "worker.started",
             worker_id=self.id,
@@ -286,7 +299,17 @@ class Worker:
             concurrency=self.options.concurrency,
             database=db.describe(self.runner.database_url),
         )
-        self.notifier.ready(f"working {','.join(self.queues)}")
+        if listening:
+            self._announce_ready()
+        else:
+            log.warning("listener.not_ready", note="polling every --sleep; READY=1 once it listens")
+
+    def _announce_ready(self) -> None:
+        """READY=1 only once the schema is checked and LISTEN is active, so a unit
+        that systemd reports as started really wakes on new jobs."""
+        self._announced_ready = True
+        self._status = self._status_text()
+        self.notifier.ready(self._status)
 
     def _add_executor(self) -> None:
         self._executor_numbers += 1
@@ -295,10 +318,10 @@ class Worker:
         executor.start()
 
     def _shutdown(self) -> None:
-        self.notifier.stopping(f"draining: {self.stop_reason}")
+        self._status = f"draining: {self.running} running ({self.stop_reason})"
+        self.notifier.stopping(self._status)
         log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
-        with self._slots:
-            drained = self._slots.wait_for(lambda: self._busy <= 0, self.options.stop_grace)
+        drained = self._wait_drained(self.options.stop_grace)
         for _ in self._executors:
             self._inbox.put(None)
         if not drained:
@@ -327,6 +350,19 @@ class Worker:
         self._close_services()
         log.info("worker.stopped", worker_id=self.id, processed=self.processed, exit_code=self.exit_code)
 
+    def _wait_drained(self, grace: float) -> bool:
+        """Wait for running jobs to finish, telling systemd how many are left."""
+        deadline = time.monotonic() + grace
+        with self._slots:
+            while self._busy > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._slots.wait(min(left, STATUS_INTERVAL_SECONDS))
+                if self.notifier.enabled:
+                    self._send_status(f"draining: {self._busy} running ({self.stop_reason})")
+        return True
+
     def _close_services(self) -> None:
         listener = getattr(self, "listener", None)
         if listener is not None:
@@ -340,7 +376,7 @@ class Worker:
         db_backoff = 0.1
         while not self._stop.is_set():
             self._housekeeping()
-            free = self._acquire_slots(HOUSEKEEPING_TICK_SECONDS)
+            free = self._acquire_slots(self._tick)
             if not free:
                 continue
             try:
@@ -374,7 +410,7 @@ class Worker:
         if not queues or free <= 0:
             return []
         self._work_ready = False
-        with self.pool.connection() as conn:
+        with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as conn:
             jobs = claiming.claim(
                 conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
             )
@@ -414,7 +450,7 @@ class Worker:
             due_in = None if self._next_due is None else self._next_due - time.time()
             if now >= self._poll_at or (due_in is not None and due_in <= 0):
                 return
-            timeout = min(self._poll_at - now, HOUSEKEEPING_TICK_SECONDS, *([due_in] if due_in else []))
+            timeout = min(self._poll_at - now, self._tick, *([due_in] if due_in else []))
             if self._wake.wait(timeout):
                 self._wake.clear()
             self._housekeeping()
@@ -459,16 +495,39 @@ class Worker:
     def _housekeeping(self) -> None:
         now = time.monotonic()
         self._check_timeouts(now)
-        if self.notifier.watchdog_interval is not None and now - self._last_watchdog >= min(
-            self.notifier.watchdog_interval, 1.0
-        ):
-            self.notifier.watchdog()
-            self._last_watchdog = now
+        if self.notifier.enabled:
+            self._notify_systemd(now)
         if now - self._last_heartbeat >= self.options.heartbeat_interval:
             self._heartbeat()
         if now - self._last_rescue >= self.options.heartbeat_interval:
             self._rescue()
         self._check_limits(now)
+
+    def _notify_systemd(self, now: float) -> None:
+        """Watchdog pings and STATUS= from the main loop, never from a timer thread:
+        a wedged loop stops pinging, and systemd restarts the worker."""
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
+            self.notifier.watchdog()
+            self._last_watchdog = now
+        if now - self._last_status >= STATUS_INTERVAL_SECONDS:
+            self._last_status = now
+            if self._announced_ready:
+                self._send_status(self._status_text())
+            elif self.listener.ready.is_set():
+                self._announce_ready()
+
+    def _status_text(self) -> str:
+        running = self.running
+        text = f"running {running} of {self.options.concurrency} jobs" if running else "idle"
+        if self._paused:
+            text += f", paused: {','.join(sorted(self._paused))}"
+        return f"{text}; {self.processed} done"
+
+    def _send_status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)
 
     def _heartbeat(self) -> None:
         self._last_heartbeat = time.monotonic()

@@ -87,6 +87,13 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
     show_default=True,
     help="Seconds a job may take to stop after its timeout before its thread is abandoned.",
 )
+@click.option(
+    "--listen-database-url",
+    envvar="SOLEIL_LISTEN_DATABASE_URL",
+    metavar="URL",
+    help="A direct connection for LISTEN when --database-url goes through PgBouncer "
+    "[env: SOLEIL_LISTEN_DATABASE_URL].",
+)
 @pass_context
 def work(ctx: Context, /, queues: list[str], app: str | None, **options: object) -> None:
     """Process jobs from the queues, in strict priority order, until stopped.

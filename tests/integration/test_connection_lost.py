@@ -1,0 +1,52 @@
+"""The database drops every connection of a busy worker: it reconnects (its
+listener too) and every job still completes as it should."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import psycopg
+
+from soleil.runner import Runner
+from tests.apps.basic import InsertRow, Sleep
+from tests.helpers import count_failed, count_jobs, scalar, wait_for
+
+TERMINATE_OTHERS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+def test_a_worker_survives_all_its_connections_being_terminated(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    plain = runner.dispatch_many([Sleep(seconds=0.01, tag=str(i)) for i in range(150)])
+    transactional = runner.dispatch_many([InsertRow(key=str(i), sleep=0.01) for i in range(150)])
+    # Tries to spare: a job whose own connection is cut mid-run fails that attempt.
+    worker = start_worker(concurrency=4, tries=10, backoff=0)
+    listener = worker.listener
+
+    def ended() -> int:
+        return int(scalar(conn, "SELECT count(*) FROM public.runs WHERE tag LIKE 'end:%'"))
+
+    for cut in (1, 2, 3):
+        target = ended() + 10
+        wait_for(functools.partial(lambda t: ended() > t, target), what=f"progress before cut {cut}")
+        assert scalar(conn, TERMINATE_OTHERS) >= 2
+        wait_for(
+            functools.partial(lambda c: listener.connections > c, cut),
+            what=f"the listener to reconnect ({cut})",
+        )
+    wait_for(lambda: count_jobs(conn) == 0, timeout=30, what="every job to complete")
+    assert count_failed(conn) == 0
+    finished = {r[0] for r in conn.execute("SELECT job_id FROM public.runs WHERE tag LIKE 'end:%'")}
+    assert set(plain) <= finished
+    effects = conn.execute("SELECT key, count(*) FROM public.effects GROUP BY key").fetchall()
+    assert sorted(int(key) for key, _ in effects) == list(range(150))
+    assert {count for _, count in effects} == {1}, "each transactional effect exactly once"
+    assert len(transactional) == 150
+    # Still listening: a new job is picked up by notification, well before the poll.
+    later = runner.dispatch(InsertRow(key="after"))
+    wait_for(lambda: count_jobs(conn) == 0, what=f"job {later} after the cuts")
+    assert not worker.stopping
