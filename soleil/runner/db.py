@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 from typing import Any
 
 import psycopg
@@ -91,6 +92,22 @@ def make_pool(url: str, *, max_size: int, name: str = "soleil") -> ConnectionPoo
         open=False,
         name=name,
         kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
-        check=ConnectionPool.check_connection,
+        check=check_quietly,
         reconnect_timeout=0,  # keep retrying: a worker outlives a database restart
     )
+
+
+def check_quietly(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check on every checkout, without a round trip while the socket is quiet.
+
+    psycopg_pool's own check sends an empty query: one extra round trip per claim,
+    flush and dispatch. A server that closed the session (restart, terminated
+    backend, crash) leaves the socket readable (its FATAL message or EOF), so only
+    then is the full check needed; it raises and the pool replaces the connection.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
