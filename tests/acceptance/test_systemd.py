@@ -5,6 +5,7 @@ binds it. The worker runs as a subprocess with the unit's own ExecStart."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import itertools
 import json
 import os
@@ -24,11 +25,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import conninfo, sql
 
 from soleil.runner import Runner
 from soleil.runner.worker import MAIN_LOOP_POOL_WAIT_SECONDS
 from tests.apps.basic import Record
-from tests.conftest import ROOT, Processes
+from tests.conftest import ADMIN_URL, ROOT, Processes, url_for
 from tests.helpers import scalar, wait_for
 
 UNITS = ROOT / "systemd"
@@ -139,16 +141,29 @@ class NotifySocket:
         return [at for at, fields in self.messages if key in fields]
 
 
-@pytest.fixture(params=["path", "abstract"])
-def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
+@contextlib.contextmanager
+def bound_notify_socket(kind: str, directory: Path) -> Iterator[NotifySocket]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        if request.param == "path":
-            address = str(tmp_path / "notify.sock")
+        if kind == "path":
+            address = str(directory / "notify.sock")
             sock.bind(address)
         else:
             address = f"@soleil-test-{uuid.uuid4().hex}"
             sock.bind("\0" + address[1:])
         yield NotifySocket(sock, address)
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
+    """Both kinds systemd uses: a path (/run/systemd/notify) and an abstract socket ('@...')."""
+    with bound_notify_socket(request.param, tmp_path) as notify:
+        yield notify
+
+
+@pytest.fixture
+def path_notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    with bound_notify_socket("path", tmp_path) as notify:
+        yield notify
 
 
 def start_unit_worker(
@@ -210,36 +225,34 @@ def test_ready_after_listen_then_watchdog_status_and_stopping(
 
 
 def test_watchdog_pings_stop_while_the_main_loop_is_blocked(
-    processes: Processes, database_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+    processes: Processes, database_url: str, conn: psycopg.Connection[Any], path_notify_socket: NotifySocket
 ) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(tmp_path / "notify.sock"))
-        notify = NotifySocket(sock, str(tmp_path / "notify.sock"))
-        proc = start_unit_worker(processes, database_url, notify, "--sleep", "0.1")
-        notify.wait_for("READY", "1")
-        notify.wait_for("WATCHDOG", "1")
-        with psycopg.connect(database_url, autocommit=True) as locker, locker.transaction():
-            # The worker's next claim now waits for this lock inside its main loop,
-            # exactly like a statement hung on a dead connection would.
-            locker.execute("LOCK TABLE soleil.jobs IN ACCESS EXCLUSIVE MODE")
-            wait_for(
-                lambda: scalar(
-                    conn,
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%soleil.jobs%'",
-                ),
-                what="the worker's claim to block on the lock",
-            )
-            notify.drain()
-            blocked_for = 4 * WATCHDOG_USEC / 1e6  # two whole WatchdogSec: systemd would restart it
+    notify = path_notify_socket
+    proc = start_unit_worker(processes, database_url, notify, "--sleep", "0.1")
+    notify.wait_for("READY", "1")
+    notify.wait_for("WATCHDOG", "1")
+    with psycopg.connect(database_url, autocommit=True) as locker, locker.transaction():
+        # The worker's next claim now waits for this lock inside its main loop,
+        # exactly like a statement hung on a dead connection would.
+        locker.execute("LOCK TABLE soleil.jobs IN ACCESS EXCLUSIVE MODE")
+        wait_for(
+            lambda: scalar(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%soleil.jobs%'",
+            ),
+            what="the worker's claim to block on the lock",
+        )
+        notify.drain()
+        blocked_for = 4 * WATCHDOG_USEC / 1e6  # two whole WatchdogSec: systemd would restart it
+        late = notify.receive(blocked_for)
+        while late is not None and "WATCHDOG" not in late:  # STATUS lines are not pings
             late = notify.receive(blocked_for)
-            while late is not None and "WATCHDOG" not in late:  # STATUS lines are not pings
-                late = notify.receive(blocked_for)
-            assert late is None, f"a watchdog ping from a blocked main loop: {late}"
-        notify.wait_for("WATCHDOG", "1", timeout=5)  # the loop runs again: so do the pings
-        proc.send_signal(signal.SIGTERM)
-        notify.wait_for("STOPPING", "1")
-        assert proc.wait(timeout=20) == 0
+        assert late is None, f"a watchdog ping from a blocked main loop: {late}"
+    notify.wait_for("WATCHDOG", "1", timeout=5)  # the loop runs again: so do the pings
+    proc.send_signal(signal.SIGTERM)
+    notify.wait_for("STOPPING", "1")
+    assert proc.wait(timeout=20) == 0
 
 
 def test_listener_uses_the_direct_listen_url(
@@ -260,3 +273,73 @@ def test_listener_uses_the_direct_listen_url(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND host(client_addr) = '127.0.0.1' AND query NOT LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
     )
+
+
+@pytest.fixture
+def listen_role() -> Iterator[str]:
+    """A role that may not log in yet: a listener using it cannot connect until the test allows it.
+    Requested before `processes`, so it is dropped after the workers are killed."""
+    role = f"soleil_t_listen_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    try:
+        yield role
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_no_ready_until_the_listener_listens(
+    listen_role: str,
+    processes: Processes,
+    database_url: str,
+    runner: Runner,
+    conn: psycopg.Connection[Any],
+    path_notify_socket: NotifySocket,
+) -> None:
+    notify_socket = path_notify_socket
+    listen_url = conninfo.make_conninfo(database_url, user=listen_role)
+    job_id = runner.dispatch(Record(tag="polled"))
+    proc = processes.soleil(
+        *exec_start_args("default"),
+        "--sleep",
+        "0.2",
+        database_url=database_url,
+        env={
+            "NOTIFY_SOCKET": notify_socket.address,
+            "SOLEIL_APP": "tests.apps.basic",
+            "SOLEIL_LISTEN_DATABASE_URL": listen_url,
+        },
+    )
+    # The worker gives up waiting for its listener after 10 s and works by polling...
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE job_id = %s", (job_id,)),
+        timeout=30,
+        what="the job to run by polling",
+    )
+    notify_socket.drain()
+    assert not [m for _, m in notify_socket.messages if "READY" in m], "READY=1 without a LISTEN session"
+    assert not listen_backends(conn)
+    # ...and says READY=1 only once the listener gets through.
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(listen_role)))
+    ready = notify_socket.wait_for("READY", "1", timeout=15)
+    assert [pid for pid, _ in listen_backends(conn)], "READY=1 before the listener was LISTENing"
+    assert ready["STATUS"] == "idle; 1 done"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = processes.output(proc)
+    assert '"listener.not_ready"' in err
+
+
+def test_an_invalid_listen_url_is_a_one_line_configuration_error(processes: Processes) -> None:
+    # Refused before any connection is made: the main URL need not even exist.
+    main_url = url_for("soleil_t_never_created")
+    result = processes.run("work", "default", "--listen-database-url", "host=db port", database_url=main_url)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        'error: invalid database URL \'host=db port\': missing "=" after "port" in connection info string'
+    ]
