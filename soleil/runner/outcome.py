@@ -81,7 +81,11 @@ def handle_failure(
                     "exception": error_text,
                 },
             ).fetchone()
-            return None if row is None else str(row[0])
+            if row is None:
+                # The lease was lost: the hook's writes must not commit without the move.
+                raise psycopg.Rollback()
+            return str(row[0])
+        return None
 
     failed_uuid = _with_database(worker, move)
     if failed_uuid is None:

@@ -101,3 +101,30 @@ def test_a_rescued_jobs_old_holder_cannot_complete_it(runner: Runner, conn: psyc
     assert completer.flush()
     row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
     assert row == (new, 2), "the re-claimed job must survive its old holder's completion"
+
+
+def test_a_stale_holders_failed_hook_does_not_commit_when_its_move_is_fenced_out(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    from soleil.runner import PermanentFailure, WorkerOptions, lease
+    from soleil.runner.claim import claim
+    from soleil.runner.outcome import handle_failure
+
+    runner.dispatch(Doomed())
+    old = lease.register(conn, ["default"], 1)
+    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=1)
+    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
+    assert lease.rescue(conn, lease_seconds=1.0) == 1
+    new = lease.register(conn, ["default"], 1)
+    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=1)
+    # The old holder wakes up and fails its (last) try: its hook must not commit.
+    stale = runner.worker("default", WorkerOptions())
+    stale.pool.open(wait=True)
+    stale.id = old
+    try:
+        handle_failure(stale, claimed, Doomed(), PermanentFailure("late failure"), 1.0)
+    finally:
+        stale.pool.close()
+    assert count_failed(conn) == 0
+    assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "a fenced-out move committed its hook"
+    assert scalar(conn, "SELECT reserved_by FROM soleil.jobs") == new
