@@ -16,28 +16,35 @@ from soleil.runner.errors import (
     UnknownJob,
     WorkerLost,
 )
+from soleil.runner.events import Event, EventContext, Events, Listener
 from soleil.runner.job import Job, JobContext
+from soleil.runner.queries import Query, sql_root
+from soleil.runner.queries import parse as parse_queries
 from soleil.runner.runner import Runner
 from soleil.runner.worker import Worker, WorkerOptions
 
 __all__ = [
-    # errors
     "ConfigurationError",
     "DatabaseUnavailable",
+    "Event",
+    "EventContext",
+    "Events",
     "InvalidName",
     "InvalidPayload",
-    # jobs and dispatch
     "Job",
     "JobContext",
     "JobTimeout",
+    "Listener",
     "PayloadTooLarge",
     "PermanentFailure",
+    "Query",
     "Runner",
     "SchemaNotReady",
     "SoleilError",
     "UnknownJob",
-    # workers
     "Worker",
     "WorkerLost",
     "WorkerOptions",
+    "parse_queries",
+    "sql_root",
 ]

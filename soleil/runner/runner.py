@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner import db, dispatch
 from soleil.runner.errors import DatabaseUnavailable
+from soleil.runner.events import Events
 from soleil.runner.job import Job
 from soleil.runner.migrate import check_schema, migrate
 
@@ -85,6 +86,10 @@ class Runner:
             with self.pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
+            # Deadlocks and serialization failures are OperationalErrors too, but
+            # the caller's to retry: only connection-level failures are wrapped.
+            if (exc.sqlstate or "").startswith("40"):  # class 40: transaction rollback
+                raise
             raise db.unavailable(self.database_url, exc) from exc
 
     def close(self) -> None:
@@ -154,6 +159,13 @@ class Runner:
             return dispatch.insert_many(connection, rows, priority, seconds, available_at)
         with self.connection() as conn:
             return dispatch.insert_many(conn, rows, priority, seconds, available_at)
+
+    # -- events ------------------------------------------------------------
+
+    @property
+    def events(self) -> Events:
+        """Dispatches events: `runner.events.dispatch(event, connection=conn)`."""
+        return Events(self)
 
     # -- workers -----------------------------------------------------------
 
