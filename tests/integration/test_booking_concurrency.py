@@ -1,0 +1,72 @@
+"""32 threads booking the same three rooms at once, with real deadlocks."""
+
+from __future__ import annotations
+
+import collections
+from datetime import date, timedelta
+from typing import Any
+
+from soleil.booking import BookingController, CreateBookingService, RoomService
+from soleil.booking.load import fire, overlapping_requests
+from soleil.booking.mailbox import LocalMailbox
+from tests.booking_support import BookingDb, jobs_waiting
+from tests.helpers import scalar, wait_for
+
+THREADS = 32
+
+
+def test_concurrent_bookings_never_overlap_and_every_202_ends_booked_or_failed_and_notified(
+    booking_db: BookingDb, booking_worker: Any, mailbox: LocalMailbox
+) -> None:
+    booking_db.open_connections(THREADS + 2)
+    service = CreateBookingService(booking_db.runner)
+    controller = BookingController(booking_db.runner, service)
+    first_day = date.today() + timedelta(days=40)
+    requests = overlapping_requests(booking_db.room_ids, booking_db.user_ids, THREADS, first_day)
+    rooms = RoomService(booking_db.runner)
+    for room_id in booking_db.room_ids:  # warm the cache: it must not stay stale afterwards
+        rooms.availability(room_id, first_day)
+
+    outcomes = fire(controller, requests)
+
+    statuses = collections.Counter(o.status for o in outcomes)
+    assert set(statuses) <= {201, 202, 409}, statuses
+    assert statuses[201] >= len(booking_db.room_ids)  # every room got its first booking
+    assert service.transient_errors > 0, "the requests should have deadlocked each other"
+    booking_worker(concurrency=4)
+    with booking_db.runner.connection() as conn:
+        wait_for(lambda: jobs_waiting(conn) == 0, timeout=30, what="the queues to drain")
+        assert (
+            scalar(
+                conn,
+                "SELECT count(*) FROM booking.bookings a JOIN booking.bookings b ON "
+                "a.room_id = b.room_id AND a.id < b.id AND "
+                "daterange(a.check_in, a.check_out) && daterange(b.check_in, b.check_out)",
+            )
+            == 0
+        )
+        booked = collections.Counter(
+            row[0] for row in conn.execute("SELECT request_id FROM booking.bookings")
+        )
+        failed = collections.Counter(
+            row[0]
+            for row in conn.execute(
+                "SELECT payload->>'request_id' FROM soleil.failed_jobs WHERE job = 'booking.create'"
+            )
+        )
+    assert max(booked.values()) == 1  # no request booked twice
+    for outcome in outcomes:
+        request_id = outcome.request["request_id"]
+        if outcome.status == 201:
+            assert booked[request_id] == 1 and failed[request_id] == 0
+        elif outcome.status == 409:
+            assert booked[request_id] == 0 and failed[request_id] == 0
+        else:
+            assert booked[request_id] + failed[request_id] == 1, request_id
+    notified = collections.Counter(str(m["X-Soleil-Request-Id"]) for m in mailbox.messages)
+    assert notified == failed  # one email per failed queued request, none for anything else
+    for message in mailbox.messages:
+        assert "could not be made" in str(message["Subject"])
+    for room_id in booking_db.room_ids:
+        cached = rooms.availability(room_id, first_day)
+        assert cached.booked_days == rooms.booked_days_uncached(room_id, first_day)
