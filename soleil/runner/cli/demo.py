@@ -1,0 +1,42 @@
+"""`soleil-runner demo`: the booking demo, the README's main command.
+
+The dependency runs one way: soleil.booking is an application built on
+soleil.runner's public API, and soleil.runner never imports it at import time.
+The demo ships with the package, so this command loads it by name, only when
+it runs; the runner works (and its other commands load) without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from soleil.runner.cli.common import Context, pass_context
+
+DEMO_MODULE = "soleil.booking.demo"
+
+
+@click.command()
+@click.option(
+    "--requests",
+    type=click.IntRange(min=2, max=200),
+    default=32,
+    show_default=True,
+    help="Concurrent booking requests (one thread each).",
+)
+@pass_context
+def demo(ctx: Context, requests: int) -> None:
+    """Run the booking demo on $SOLEIL_DATABASE_URL (created when missing).
+
+    Migrates the runner and booking schemas, seeds rooms and users, fires
+    concurrent booking requests, runs a worker until the queues drain, and
+    prints a summary. Exits 1 if a check fails (overlapping bookings, or a
+    queued request that ended neither booked nor failed and notified).
+    """
+    module = importlib.import_module(DEMO_MODULE)
+    sys.exit(module.main(ctx.database_url, requests=requests))
+
+
+COMMANDS = [demo]
