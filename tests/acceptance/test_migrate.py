@@ -3,11 +3,14 @@ running it at the same moment both succeed."""
 
 from __future__ import annotations
 
+import signal
+
 import psycopg
 
 from soleil.runner.migrate import latest_version
 from tests.acceptance.support import wait_exit
 from tests.conftest import Processes
+from tests.helpers import scalar, wait_for
 
 
 def migrations(url: str) -> list[tuple[int, str]]:
@@ -35,3 +38,27 @@ def test_two_migrations_at_once_apply_the_schema_once(processes: Processes, empt
         assert "Traceback" not in processes.output(proc)[1]
     applied = migrations(empty_database_url)
     assert len(applied) == latest_version() == len({version for version, _ in applied})
+
+
+def test_ctrl_c_while_waiting_for_another_migration(processes: Processes, empty_database_url: str) -> None:
+    with psycopg.connect(empty_database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('soleil.migrate'))")  # another host migrating
+        proc = processes.soleil("migrate", database_url=empty_database_url)
+        wait_for(
+            lambda: scalar(
+                holder,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%%pg_advisory_xact_lock%%'",
+            ),
+            what="migrate to wait for the lock",
+        )
+        proc.send_signal(signal.SIGINT)
+        assert wait_exit(proc) == 130
+    out, err = processes.output(proc)
+    assert (out, err.strip()) == ("", "Aborted.")
+    assert migrations_table_exists(empty_database_url) is False  # nothing half-applied
+
+
+def migrations_table_exists(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return bool(scalar(conn, "SELECT to_regclass('soleil.migrations') IS NOT NULL"))
