@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner import backoff as backoff_rules
 from soleil.runner import claim as claiming
-from soleil.runner import db, lease
+from soleil.runner import control, db, lease
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.complete import Completer
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
@@ -40,6 +40,9 @@ log = structlog.get_logger("soleil.worker")
 
 CONTROL_CHANNEL = "soleil:control"
 HOUSEKEEPING_TICK_SECONDS = 0.5
+# How often the worker re-reads pause and restart from the database, in case its
+# listener missed the NOTIFY: one small query, never on the per-job path.
+CONTROL_READ_SECONDS = 1.0
 STATUS_INTERVAL_SECONDS = 1.0  # how often systemd's STATUS= may change
 # How long the main loop waits for a pooled connection: it also sends the
 # watchdog pings, so it must never wait as long as WatchdogSec.
@@ -144,6 +147,7 @@ class Worker:
         self._executor_numbers = 0
         self._abandoned = 0
         self._paused: set[str] = set()
+        self._restart_token: str | None = None  # the restart request in force when this worker started
         self._next_due: float | None = None  # local wall-clock time of the next delayed job
         self._clock_offset = 0.0  # database clock - local clock
         self._thread: threading.Thread | None = None
@@ -274,7 +278,10 @@ class Worker:
             check_schema(conn)
             self.id = lease.register(conn, self.queues, self.options.concurrency)
             lease.rescue(conn, self.options.lease_seconds)
-        self._last_heartbeat = self._last_rescue = time.monotonic()
+            state = control.read_state(conn, self.queues)
+        self._paused = set(state.paused)
+        self._restart_token = state.restart_token
+        self._last_heartbeat = self._last_rescue = self._last_control = time.monotonic()
         self._started_at = time.monotonic()
         self._last_watchdog = 0.0
         self._poll_at = 0.0
@@ -501,6 +508,8 @@ class Worker:
             self._heartbeat()
         if now - self._last_rescue >= self.options.heartbeat_interval:
             self._rescue()
+        if now - self._last_control >= CONTROL_READ_SECONDS:
+            self._read_control()
         self._check_limits(now)
 
     def _notify_systemd(self, now: float) -> None:
@@ -539,6 +548,30 @@ class Worker:
                     )
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             log.warning("database.unavailable", during="heartbeat", error=str(exc).strip())
+
+    @property
+    def paused_queues(self) -> frozenset[str]:
+        """This worker's queues it does not claim from now."""
+        return frozenset(self._paused)
+
+    def _read_control(self) -> None:
+        """Obey pause, resume and restart as stored, whether or not the NOTIFY arrived."""
+        self._last_control = time.monotonic()
+        try:
+            with self.pool.connection(timeout=1.0) as conn:
+                state = control.read_state(conn, self.queues)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            log.debug("database.unavailable", during="control", error=str(exc).strip())
+            return
+        if state.paused != self._paused:
+            for queue_name in sorted(state.paused - self._paused):
+                log.info("queue.paused", queue=queue_name)
+            for queue_name in sorted(self._paused - state.paused):
+                log.info("queue.resumed", queue=queue_name)
+                self._work_ready = True
+            self._paused = set(state.paused)
+        if state.restart_token != self._restart_token:
+            self.request_stop("restart requested")
 
     def _rescue(self) -> None:
         self._last_rescue = time.monotonic()

@@ -53,9 +53,9 @@ def cli(ctx: click.Context, database_url: str | None, log_format: Any, log_level
 
 
 def _register_commands() -> None:
-    from soleil.runner.cli import demo, dispatch, grant, schema, units, work
+    from soleil.runner.cli import demo, dispatch, failed, grant, queue, schema, status, units, work
 
-    for module in (schema, work, dispatch, units, grant, demo):
+    for module in (schema, work, dispatch, units, grant, demo, failed, status, queue):
         for command in module.COMMANDS:
             cli.add_command(command)
 
