@@ -33,6 +33,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/soleil_demo"
 ROOMS = ["Demo room 1", "Demo room 2", "Demo room 3"]
 USERS = 8
 DRAIN_TIMEOUT_SECONDS = 60.0
+SPREAD_DAYS = 12  # stays start within this many days: most requests overlap another
 
 
 @dataclass
@@ -109,7 +110,8 @@ def run(
             controller = BookingController(runner, service)
             first_day = date.today() + timedelta(days=30)
             echo(f"Firing {requests} concurrent booking requests at {len(ROOMS)} rooms...")
-            outcomes = fire(controller, overlapping_requests(room_ids, user_ids, requests, first_day))
+            stays = overlapping_requests(room_ids, user_ids, requests, first_day, spread_days=SPREAD_DAYS)
+            outcomes = fire(controller, stays)
             echo("Running a worker until the bookings, cache and mail queues drain...")
             _drain(runner)
             with runner.connection() as conn:

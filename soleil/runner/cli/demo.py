@@ -12,7 +12,9 @@ import importlib
 import sys
 
 import click
+from click.core import ParameterSource
 
+from soleil.runner import logging as soleil_logging
 from soleil.runner.cli.common import Context, pass_context
 
 DEMO_MODULE = "soleil.booking.demo"
@@ -34,7 +36,12 @@ def demo(ctx: Context, requests: int) -> None:
     concurrent booking requests, runs a worker until the queues drain, and
     prints a summary. Exits 1 if a check fails (overlapping bookings, or a
     queued request that ended neither booked nor failed and notified).
+    Logs warnings and errors only, unless --log-level is given.
     """
+    group = click.get_current_context().parent
+    if group is not None and group.get_parameter_source("log_level") is ParameterSource.DEFAULT:
+        # Every job's start and end at info level would bury the summary.
+        soleil_logging.configure(group.params["log_format"], "warning")
     module = importlib.import_module(DEMO_MODULE)
     sys.exit(module.main(ctx.database_url, requests=requests))
 
