@@ -15,7 +15,7 @@ import psycopg
 from psycopg import conninfo
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS, log_events, named, wait_exit
+from tests.acceptance.support import APPS, assert_one_line_error, log_events, named, wait_exit
 from tests.apps.basic import Record, Sleep
 from tests.conftest import ROOT, Processes
 from tests.helpers import count_jobs, scalar, wait_for
@@ -164,3 +164,12 @@ def test_monitor_exits_1_and_logs_queue_busy_above_max(processes: Processes, run
     for bad in ("default", "default:many", "bad queue:1"):
         result = processes.run("monitor", bad, database_url=runner.database_url)
         assert result.returncode == 2 and "Invalid value" in result.stderr
+
+
+def test_commands_on_a_database_without_the_schema_say_migrate(
+    processes: Processes, empty_database_url: str
+) -> None:
+    for command in (["status"], ["failed", "retry", "all"], ["queue", "pause", "a"], ["monitor", "a:1"]):
+        result = processes.run(*command, database_url=empty_database_url)
+        line = assert_one_line_error(result, code=2)
+        assert line == "error: the database has no Soleil schema: run `soleil-runner migrate`"

@@ -25,6 +25,12 @@ class Context:
             click.get_current_context().call_on_close(self._runner.close)
         return self._runner
 
+    def migrated_runner(self) -> Runner:
+        """The runner, once the schema is known to be current (else SchemaNotReady, exit 2)."""
+        runner = self.runner()
+        runner.check_schema()
+        return runner
+
 
 pass_context = click.make_pass_decorator(Context)
 

@@ -36,7 +36,7 @@ def failed() -> None:
 @pass_context
 def list_command(ctx: Context, queue: str | None, limit: int, as_json: bool) -> None:
     """The newest failed jobs first."""
-    runner = ctx.runner()
+    runner = ctx.migrated_runner()
     jobs = failed_jobs.list_failed(runner, queue=queue, limit=limit)
     if as_json:
         echo_json([job.as_dict() for job in jobs])
@@ -57,7 +57,7 @@ def list_command(ctx: Context, queue: str | None, limit: int, as_json: bool) -> 
 @pass_context
 def show(ctx: Context, uuid: str, as_json: bool) -> None:
     """Everything about one failed job: the traceback and the payload."""
-    job = failed_jobs.show(ctx.runner(), uuid)
+    job = failed_jobs.show(ctx.migrated_runner(), uuid)
     if as_json:
         echo_json(job.as_dict())
         return
@@ -88,7 +88,7 @@ def retry(ctx: Context, uuids: tuple[str, ...], queue: str | None, chunk_size: i
     Each chunk moves atomically: a killed run loses and duplicates nothing,
     and two operators may run it at once.
     """
-    runner = ctx.runner()
+    runner = ctx.migrated_runner()
     if "all" in uuids:
         if len(uuids) > 1:
             raise click.UsageError("give either `all` or uuids, not both")
@@ -110,12 +110,12 @@ def retry(ctx: Context, uuids: tuple[str, ...], queue: str | None, chunk_size: i
 @pass_context
 def forget(ctx: Context, uuid: str) -> None:
     """Delete one failed job."""
-    failed_jobs.forget(ctx.runner(), uuid)
+    failed_jobs.forget(ctx.migrated_runner(), uuid)
     click.echo(f"Deleted failed job {uuid}.")
 
 
 def _delete(ctx: Context, hours: float | None, chunk_size: int) -> None:
-    runner = ctx.runner()
+    runner = ctx.migrated_runner()
     total = failed_jobs.count(runner, older_than_hours=hours)
     with progress(total, "Deleting") as on_chunk:
         done = failed_jobs.flush(runner, older_than_hours=hours, chunk_size=chunk_size, progress=on_chunk)

@@ -49,7 +49,7 @@ def clear(ctx: Context, name: str, force: bool, chunk_size: int) -> None:
         if not click.confirm(f"Delete every job of queue {name!r}, running ones included?"):
             click.echo("Nothing cleared.")
             sys.exit(EXIT_DECLINED)
-    runner = ctx.runner()
+    runner = ctx.migrated_runner()
     total = queue_status.job_count(runner, name)
     with progress(total, "Clearing") as on_chunk:
         done = control.clear(runner, name, chunk_size=chunk_size, progress=on_chunk)
@@ -61,7 +61,7 @@ def clear(ctx: Context, name: str, force: bool, chunk_size: int) -> None:
 @pass_context
 def pause(ctx: Context, name: str) -> None:
     """Workers stop claiming from QUEUE within a second; running jobs finish."""
-    control.pause(ctx.runner(), name)
+    control.pause(ctx.migrated_runner(), name)
     click.echo(f"Paused queue {name}.")
 
 
@@ -70,7 +70,7 @@ def pause(ctx: Context, name: str) -> None:
 @pass_context
 def resume(ctx: Context, name: str) -> None:
     """Workers claim from QUEUE again within a second."""
-    control.resume(ctx.runner(), name)
+    control.resume(ctx.migrated_runner(), name)
     click.echo(f"Resumed queue {name}.")
 
 
@@ -78,7 +78,7 @@ def resume(ctx: Context, name: str) -> None:
 @pass_context
 def restart(ctx: Context) -> None:
     """Every running worker exits 0 after its current jobs (systemd starts it again)."""
-    control.restart(ctx.runner())
+    control.restart(ctx.migrated_runner())
     click.echo("Restart requested: every running worker exits after its current jobs.")
 
 
@@ -103,7 +103,7 @@ def _limits(_: click.Context, __: click.Parameter, value: str) -> dict[str, int]
 @pass_context
 def monitor(ctx: Context, limits: dict[str, int], as_json: bool) -> None:
     """Exit 1 and log `queue.busy` when a queue has more than MAX ready jobs."""
-    counts, busy = queue_status.busy_queues(ctx.runner(), limits)
+    counts, busy = queue_status.busy_queues(ctx.migrated_runner(), limits)
     for item in busy:
         log.warning("queue.busy", queue=item.queue, ready=item.ready, max=item.limit)
     over = {item.queue for item in busy}

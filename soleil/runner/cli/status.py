@@ -62,7 +62,7 @@ def status(ctx: Context, as_json: bool, watch: bool, interval: float) -> None:
     """Per queue: ready, delayed, reserved and failed jobs, the oldest ready job's age,
     jobs done and failed in the last minute and hour, average runtime and wait.
     Then the workers."""
-    runner = ctx.runner()
+    runner = ctx.migrated_runner()
     try:
         while True:
             snapshot = queue_status.snapshot(runner)
