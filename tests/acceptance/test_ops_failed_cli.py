@@ -4,13 +4,17 @@ tables afterwards; a `failed retry all` killed half way loses and duplicates not
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
 
 from tests.acceptance.support import assert_one_line_error, wait_exit
-from tests.conftest import Processes
+from tests.conftest import ROOT, Processes
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 from tests.ops_data import assert_nothing_lost_or_duplicated, insert_failed
 
@@ -89,7 +93,7 @@ def test_retry_all_of_a_queue_and_usage_errors(
     insert_failed(conn, 5, queue="mail")
     (other,) = insert_failed(conn, 1, queue="default", start=10)
     result = processes.run("failed", "retry", "all", "--queue", "mail", database_url=database_url)
-    assert (result.returncode, result.stdout) == (0, "Pushed back 5 failed jobs.\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Pushed back 5 failed jobs.\n", "")
     assert count_jobs(conn, "queue = 'mail'") == 5 and count_failed(conn) == 1
     assert processes.run("failed", "retry", "all", other, database_url=database_url).returncode == 2
     assert processes.run("failed", "retry", other, "--queue", "x", database_url=database_url).returncode == 2
@@ -143,3 +147,29 @@ def test_retry_all_killed_half_way_loses_and_duplicates_nothing(
     result = processes.run("failed", "retry", "all", database_url=database_url)
     assert (result.returncode, result.stdout) == (0, f"Pushed back {failed} failed jobs.\n")
     assert assert_nothing_lost_or_duplicated(conn, total) == (total, 0)
+
+
+def test_a_progress_bar_shows_on_a_terminal(
+    processes: Processes, database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    insert_failed(conn, 200)
+    main, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SOLEIL_DATABASE_URL": database_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soleil.runner", "failed", "retry", "all", "--chunk-size", "50"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, text=True,
+    )  # fmt: skip
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    stdout, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, stdout) == (0, "Pushed back 200 failed jobs.\n")
+    assert b"Retrying" in drawn and b"100%" in drawn
