@@ -75,10 +75,22 @@ def test_bad_queue_name_is_a_usage_error(processes: Processes, database_url: str
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_option_is_a_usage_error(processes: Processes, database_url: str) -> None:
-    result = processes.run("work", "default", "--concurency", "2", database_url=database_url)
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["work", "default", "--concurency", "2"],
+            "No such option '--concurency'. Did you mean '--concurrency'?",
+        ),
+        (["work", "default", "--concurrency", "0"], "Invalid value for '--concurrency'"),
+        (["work", "default", "--backoff", "soon"], "Invalid value for '--backoff'"),
+        (["--log-format", "xml", "work", "default"], "Invalid value for '--log-format'"),
+    ],
+)
+def test_bad_work_options_are_usage_errors(processes: Processes, args: list[str], expected: str) -> None:
+    result = processes.run(*args, database_url="postgresql://nobody@127.0.0.1:1/x")
     assert result.returncode == 2
-    assert "No such option '--concurency'. Did you mean '--concurrency'?" in result.stderr
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -48,6 +48,25 @@ def test_stop_signal_lets_the_running_job_finish(
     assert named(events, "worker.stopped")[0]["exit_code"] == 0
 
 
+def test_job_outliving_the_stop_grace_goes_back_to_its_queue(
+    processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(SlowFirstAttempt(first=60))
+    worker = processes.soleil(
+        "work", "default", "--app", APPS, "--stop-grace", "0.3", *FAST, database_url=runner.database_url
+    )
+    wait_for(lambda: runs(conn), what="the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert wait_exit(worker) == 1  # not a clean stop: systemd's Restart=always starts a new one
+    # Back in its queue at once, the interrupted attempt counted; no worker row left.
+    assert conn.execute(
+        "SELECT id, attempts, reserved_by, available_at <= now() FROM soleil.jobs"
+    ).fetchall() == [(job_id, 1, None, True)]
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+    (timeout,) = named(log_events(processes.output(worker)[1]), "worker.stop_timeout")
+    assert timeout["job_ids"] == [job_id]
+
+
 def test_sigkilled_worker_job_is_rescued_by_another_worker(
     processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
 ) -> None:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg import conninfo
 
 from soleil.runner import Runner
 from tests.acceptance.support import APPS, log_events, named
@@ -90,10 +91,12 @@ def test_max_jobs_exits_0_after_exactly_that_many(
 def test_max_time_exits_0(processes: Processes, database_url: str) -> None:
     began = time.monotonic()
     result = processes.run(
-        "work", "default", "--app", APPS, "--max-time", "0.5", *FAST, database_url=database_url
-    )
+        "work", "default", "--app", APPS, "--max-time", "0.5", *FAST,
+        database_url=database_url, env={"SOLEIL_LOG_FORMAT": "auto"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 10
+    # auto: JSON lines, since stderr is not a terminal here.
     assert named(log_events(result.stderr), "worker.stopping")[0]["reason"] == "max time reached"
 
 
@@ -114,9 +117,10 @@ def test_stop_when_empty_exits_0_once_the_queue_is_drained(
 def test_memory_limit_exits_12(
     processes: Processes, database_url: str, conn: psycopg.Connection[Any]
 ) -> None:
-    result = processes.run(
-        "work", "default", "--app", APPS, "--memory", "1", *FAST, database_url=database_url
-    )
+    secret = "hunter2-Secret"  # the test server trusts local connections: any password works
+    url = conninfo.make_conninfo(database_url, password=secret)
+    result = processes.run("work", "default", "--app", APPS, "--memory", "1", *FAST, database_url=url)
+    assert secret not in result.stdout + result.stderr
     assert result.returncode == 12, result.stderr
     events = log_events(result.stderr)
     assert named(events, "worker.memory_exceeded")[0]["limit_mb"] == 1
