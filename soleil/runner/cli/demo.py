@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from soleil.runner import logging as soleil_logging
 from soleil.runner.cli.common import Context, pass_context
+from soleil.runner.errors import ConfigurationError
 
 DEMO_MODULE = "soleil.booking.demo"
 
@@ -42,7 +43,10 @@ def demo(ctx: Context, requests: int) -> None:
     if group is not None and group.get_parameter_source("log_level") is ParameterSource.DEFAULT:
         # Every job's start and end at info level would bury the summary.
         soleil_logging.configure(group.params["log_format"], "warning")
-    module = importlib.import_module(DEMO_MODULE)
+    try:
+        module = importlib.import_module(DEMO_MODULE)
+    except ImportError as exc:
+        raise ConfigurationError(f"the booking demo cannot be loaded: {exc}") from None
     sys.exit(module.main(ctx.database_url, requests=requests))
 
 
