@@ -170,3 +170,15 @@ class TransactionalCountdown(Job):
 
     def failed(self, ctx: JobContext, exc: BaseException) -> None:
         record_hook(ctx, exc)
+
+
+class OneShotCountdown(Countdown):
+    """A Countdown with a single try: any failure is the last one."""
+
+    name = "tests.one_shot_countdown"
+    tries = 1
+
+
+class OneShotTransactionalCountdown(TransactionalCountdown):
+    name = "tests.one_shot_transactional_countdown"
+    tries = 1
