@@ -67,3 +67,42 @@ def test_without_a_connection_the_dispatch_is_its_own_transaction(
     runner.events.dispatch(Paid(invoice="C-3"))
     assert effects(conn) == ["inline:C-3"]
     assert scalar(conn, "SELECT payload->>'event' FROM soleil.jobs") == Paid.name
+
+
+class Refunded(Event):
+    invoice: str
+
+
+class NotifyAccountingOrFail(Listener[Refunded]):
+    queued = True
+    queue = "accounting"
+    tries = 2
+    backoff = 0
+
+    def handle(self, event: Refunded, ctx: EventContext) -> None:
+        assert ctx.job is not None
+        write_effect_elsewhere(ctx, f"try:{ctx.job.attempt}")
+        raise RuntimeError("accounting is down")
+
+    def failed(self, event: Refunded, ctx: EventContext, exc: BaseException) -> None:
+        assert ctx.connection is not None and ctx.job is not None
+        ctx.connection.execute(
+            "INSERT INTO public.hooks (job_id, error) VALUES (%s, %s)",
+            (ctx.job.job_id, f"{event.invoice}: {exc}"),
+        )
+
+
+def write_effect_elsewhere(ctx: EventContext, key: str) -> None:
+    with ctx.runner.connection() as conn:
+        write_effect(conn, key)
+
+
+def test_a_queued_listener_gets_its_tries_then_its_failed_hook_with_the_event(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.events.dispatch(Refunded(invoice="D-4"))
+    start_worker("accounting")
+    wait_for(lambda: count_jobs(conn) == 0 and scalar(conn, "SELECT count(*) FROM public.hooks") == 1)
+    assert effects(conn) == ["try:1", "try:2"]
+    assert scalar(conn, "SELECT error FROM public.hooks") == "D-4: accounting is down"
+    assert scalar(conn, "SELECT job FROM soleil.failed_jobs") == NotifyAccountingOrFail.job_class.name  # type: ignore[union-attr]
