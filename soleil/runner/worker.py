@@ -124,8 +124,14 @@ class Worker:
         self.options = (options or WorkerOptions()).validated()
         self.registry = registry
         self.notifier = notifier or Notifier(None)
-        # The main loop never sleeps longer than half the watchdog interval.
-        self._tick = min(HOUSEKEEPING_TICK_SECONDS, self.notifier.watchdog_interval or float("inf"))
+        # The main loop never sleeps longer than half the watchdog interval, nor half
+        # the heartbeat interval: a heartbeat sent late by a whole tick would let the
+        # lease (two intervals) expire and other workers steal this worker's jobs.
+        self._tick = min(
+            HOUSEKEEPING_TICK_SECONDS,
+            self.options.heartbeat_interval / 2,
+            self.notifier.watchdog_interval or float("inf"),
+        )
         self._announced_ready = False
         self._status = ""
         self._last_status = 0.0
