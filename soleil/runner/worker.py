@@ -312,6 +312,9 @@ class Worker:
             concurrency=self.options.concurrency,
             database=db.describe(self.runner.database_url),
         )
+        if not self.registry.names():
+            # A worker without job classes can only fail every job as unknown: say so first.
+            log.warning("worker.no_job_classes", note="pass --app MODULE or set SOLEIL_APP")
         if listening:
             self._announce_ready()
         else:

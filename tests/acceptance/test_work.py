@@ -91,13 +91,15 @@ def test_max_jobs_exits_0_after_exactly_that_many(
 def test_max_time_exits_0(processes: Processes, database_url: str) -> None:
     began = time.monotonic()
     result = processes.run(
-        "work", "default", "--app", APPS, "--max-time", "0.5", *FAST,
+        "work", "default", "--max-time", "0.5", *FAST,
         database_url=database_url, env={"SOLEIL_LOG_FORMAT": "auto"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 10
     # auto: JSON lines, since stderr is not a terminal here.
-    assert named(log_events(result.stderr), "worker.stopping")[0]["reason"] == "max time reached"
+    events = log_events(result.stderr)
+    assert named(events, "worker.stopping")[0]["reason"] == "max time reached"
+    assert named(events, "worker.no_job_classes")  # no --app: a worker that can only fail jobs says so
 
 
 def test_stop_when_empty_exits_0_once_the_queue_is_drained(
