@@ -70,6 +70,10 @@ class WorkerOptions:
     stop_grace: float = 60.0  # seconds running jobs may take to finish after SIGTERM
     completion_interval: float = 0.05
     completion_batch: int = 500
+    # Jobs claimed ahead of the free executors (0: claim only for idle ones). More
+    # jobs per claim; those not started when the worker stops are released without
+    # using an attempt, but a killed worker (SIGKILL) has used one for each of them.
+    prefetch: int = 0
     # A direct connection for LISTEN when the main URL goes through PgBouncer in
     # transaction mode (LISTEN needs a session); default: the runner's URL.
     listen_database_url: str | None = None
@@ -88,6 +92,7 @@ class WorkerOptions:
             "stop_grace": self.stop_grace >= 0,
             "completion_interval": self.completion_interval > 0,
             "completion_batch": self.completion_batch >= 1,
+            "prefetch": isinstance(self.prefetch, int) and self.prefetch >= 0,
         }
         for field, ok in checks.items():
             if not ok:
@@ -407,8 +412,6 @@ class Worker:
                 db_backoff = min(db_backoff * 2, 5.0)
                 continue
             self._return_slots(free - len(jobs))
-            for job in jobs:
-                self._inbox.put(job)
             if len(jobs) == free:
                 continue  # there may be more: claim again as soon as a slot frees
             if self.options.stop_when_empty and not jobs and self.running == 0:
@@ -430,23 +433,35 @@ class Worker:
             jobs = claiming.claim(
                 conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
             )
+            for job in jobs:  # executors start now, not after the look-up below
+                self._inbox.put(job)
             if len(jobs) < free:
-                due, db_now = claiming.next_due_epoch(conn, queues)
-                self._clock_offset = db_now - time.time()
-                self._next_due = None if due is None else due - self._clock_offset
+                self._look_up_next_due(conn, queues)
         self._claimed += len(jobs)
         return jobs
 
+    def _look_up_next_due(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
+        try:
+            due, db_now = claiming.next_due_epoch(conn, queues)
+        except (psycopg.OperationalError, OSError) as exc:
+            # The claimed jobs are already with the executors: keep them, poll instead.
+            log.warning("database.unavailable", during="next_due", error=str(exc).strip())
+            return
+        self._clock_offset = db_now - time.time()
+        self._next_due = None if due is None else due - self._clock_offset
+
     def _acquire_slots(self, timeout: float) -> int:
-        """Wait for free executors; reserve all that are free."""
+        """Wait for free executors; reserve all that are free, plus the prefetch allowance."""
+        capacity = self.options.concurrency + self.options.prefetch
+        # With a prefetch, claim again once the jobs claimed ahead have started, so
+        # that every claim takes at least `prefetch` jobs.
+        threshold = self.options.concurrency + (1 if self.options.prefetch else 0)
         with self._slots:
-            if not self._slots.wait_for(
-                lambda: self._busy < self.options.concurrency or self._stop.is_set(), timeout
-            ):
+            if not self._slots.wait_for(lambda: self._busy < threshold or self._stop.is_set(), timeout):
                 return 0
             if self._stop.is_set():
                 return 0
-            free = self.options.concurrency - self._busy
+            free = capacity - self._busy
             self._busy += free
             return free
 
