@@ -54,7 +54,7 @@ class CreateBookingJob(Job):
         assert ctx.connection is not None, "CreateBookingJob is transactional"
         hook = type(self).after_insert_hook
 
-        def after_insert(_: Any, __: int) -> None:
+        def after_insert(*_: Any) -> None:
             if hook is not None:
                 hook(ctx)
 

@@ -39,9 +39,9 @@ MAX_DEADLOCK_RETRIES = 3
 BACKOFF_BASE_SECONDS = 0.05
 
 # Called inside the booking's transaction, after the insert and before the
-# room update, with the attempt number: tests inject faults through it, and the
-# demo holds the transaction open a moment there (as a payment call would).
-FaultHook = Callable[[psycopg.Connection[Any], int], None]
+# room update, with the request and the attempt number (1 = first try): tests
+# inject faults through it.
+FaultHook = Callable[[psycopg.Connection[Any], BookingRequest, int], None]
 
 
 def insert_booking(
@@ -67,7 +67,7 @@ def insert_booking(
         assert found is not None, "booking_insert found a conflict on request_id, so the row exists"
         return Booking.from_row(found), False
     if fault_hook is not None:
-        fault_hook(conn, attempt)
+        fault_hook(conn, request, attempt)
     nights = (request.check_out - request.check_in).days
     conn.execute(sql.get("room_add_booked_nights"), {"room_id": request.room_id, "nights": nights})
     booking = Booking.from_row(row)

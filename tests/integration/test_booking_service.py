@@ -9,7 +9,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from soleil.booking import BookingController, CreateBookingService, RoomUnavailable, ValidationFailed
+from soleil.booking import (
+    BookingController,
+    BookingRequest,
+    CreateBookingService,
+    RoomUnavailable,
+    ValidationFailed,
+)
 from soleil.booking.controller import QUEUED_MESSAGE
 from tests.booking_support import BookingDb, jobs_waiting
 from tests.helpers import scalar, wait_for
@@ -30,7 +36,7 @@ def request(db: BookingDb, **overrides: Any) -> dict[str, Any]:
     return {**data, **overrides}
 
 
-def inject_deadlock(conn: psycopg.Connection[Any], attempt: int) -> None:
+def inject_deadlock(conn: psycopg.Connection[Any]) -> None:
     """A real 40P01 from the server, on every attempt."""
     conn.execute("DO $$ BEGIN RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01'; END $$")
 
@@ -126,9 +132,9 @@ def test_202_after_more_than_three_deadlocks_queues_one_job_keyed_by_the_request
 ) -> None:
     attempts: list[int] = []
 
-    def deadlock(conn: psycopg.Connection[Any], attempt: int) -> None:
+    def deadlock(conn: psycopg.Connection[Any], _: BookingRequest, attempt: int) -> None:
         attempts.append(attempt)
-        inject_deadlock(conn, attempt)
+        inject_deadlock(conn)
 
     service = CreateBookingService(booking_db.runner, fault_hook=deadlock, backoff_base=0.001)
     controller = BookingController(booking_db.runner, service)
