@@ -45,12 +45,20 @@ def unit(name: str) -> configparser.RawConfigParser:
     return parser
 
 
-def exec_start_args(instance: str) -> list[str]:
-    """The worker unit's ExecStart for an instance, without the program."""
+def exec_start_args(instance: str, work_options: str = "") -> list[str]:
+    """The worker unit's ExecStart for an instance, without the program, expanded as
+    systemd does: %i is the raw instance, an unbraced $VAR splits into words (none if empty)."""
     command = unit("soleil-worker@.service")["Service"]["ExecStart"]
     program, *args = shlex.split(command)
     assert program == INSTALLED_RUNNER
-    return [arg.replace("%i", instance) for arg in args]
+    expanded: list[str] = []
+    for arg in args:
+        if arg == "$SOLEIL_WORK_OPTIONS":
+            expanded += work_options.split()
+        else:
+            assert "$" not in arg, f"unexpected variable in ExecStart: {arg}"
+            expanded.append(arg.replace("%i", instance))
+    return expanded
 
 
 def seconds(value: str) -> float:
@@ -167,7 +175,11 @@ def path_notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def start_unit_worker(
-    processes: Processes, database_url: str, notify: NotifySocket, *extra: str, instance: str = "default-1"
+    processes: Processes,
+    database_url: str,
+    notify: NotifySocket,
+    work_options: str,
+    instance: str = "default-1",
 ) -> subprocess.Popen[str]:
     """`soleil-runner` as soleil-worker@INSTANCE.service runs it, under a fake systemd."""
     env = {
@@ -175,7 +187,8 @@ def start_unit_worker(
         "WATCHDOG_USEC": str(WATCHDOG_USEC),
         "SOLEIL_APP": "tests.apps.basic",
     }
-    return processes.soleil(*exec_start_args(instance), *extra, database_url=database_url, env=env)
+    args = exec_start_args(instance, work_options)
+    return processes.soleil(*args, database_url=database_url, env=env)
 
 
 def listen_backends(conn: psycopg.Connection[Any]) -> list[tuple[int, str | None]]:
@@ -195,7 +208,7 @@ def test_ready_after_listen_then_watchdog_status_and_stopping(
     notify_socket: NotifySocket,
 ) -> None:
     # --sleep 30: a job picked up at once after READY was woken by NOTIFY, not by a poll.
-    proc = start_unit_worker(processes, database_url, notify_socket, "--sleep", "30")
+    proc = start_unit_worker(processes, database_url, notify_socket, "--sleep 30")
     ready = notify_socket.wait_for("READY", "1")
     assert listen_backends(conn), "READY=1 arrived before the worker was LISTENing"
     assert ready["MAINPID"] == str(proc.pid)
@@ -228,7 +241,7 @@ def test_watchdog_pings_stop_while_the_main_loop_is_blocked(
     processes: Processes, database_url: str, conn: psycopg.Connection[Any], path_notify_socket: NotifySocket
 ) -> None:
     notify = path_notify_socket
-    proc = start_unit_worker(processes, database_url, notify, "--sleep", "0.1")
+    proc = start_unit_worker(processes, database_url, notify, "--sleep 0.1")
     notify.wait_for("READY", "1")
     notify.wait_for("WATCHDOG", "1")
     with psycopg.connect(database_url, autocommit=True) as locker, locker.transaction():
@@ -304,9 +317,7 @@ def test_no_ready_until_the_listener_listens(
     listen_url = conninfo.make_conninfo(database_url, user=listen_role)
     job_id = runner.dispatch(Record(tag="polled"))
     proc = processes.soleil(
-        *exec_start_args("default"),
-        "--sleep",
-        "0.2",
+        *exec_start_args("default", "--sleep 0.2"),
         database_url=database_url,
         env={
             "NOTIFY_SOCKET": notify_socket.address,
