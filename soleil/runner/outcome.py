@@ -60,7 +60,12 @@ def handle_failure(
         spec = cls.backoff if cls is not None and cls.backoff is not None else worker.options.backoff
         delay = backoff_rules.delay_seconds(spec, claimed.attempt)
         params = {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt, "delay": delay}
-        _with_database(worker, lambda conn: conn.execute(queries.get("job_retry_later"), params))
+        retried = _with_database(
+            worker, lambda conn: conn.execute(queries.get("job_retry_later"), params).fetchone()
+        )
+        if retried is None:  # rescued and re-claimed meanwhile: not this worker's retry to count
+            log.warning("job.lease_lost", **fields)
+            return
         worker.completer.retried(claimed)
         log.warning("job.retrying", retry_in=round(delay, 3), **fields)
         return

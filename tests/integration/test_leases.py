@@ -128,3 +128,32 @@ def test_a_stale_holders_failed_hook_does_not_commit_when_its_move_is_fenced_out
     assert count_failed(conn) == 0
     assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "a fenced-out move committed its hook"
     assert scalar(conn, "SELECT reserved_by FROM soleil.jobs") == new
+
+
+def test_a_stale_holders_retry_is_fenced_out_and_not_counted(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    from soleil.runner import WorkerOptions, lease
+    from soleil.runner.claim import claim
+    from soleil.runner.complete import Completer
+    from soleil.runner.outcome import handle_failure
+
+    job_id = runner.dispatch(Doomed())  # 5 tries: a failure is retried
+    old = lease.register(conn, ["default"], 1)
+    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=1)
+    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
+    assert lease.rescue(conn, lease_seconds=1.0) == 1
+    new = lease.register(conn, ["default"], 1)
+    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=1)
+    stale = runner.worker("default", WorkerOptions())
+    stale.pool.open(wait=True)
+    stale.id = old
+    stale.completer = Completer(stale.pool, old)
+    try:
+        handle_failure(stale, claimed, Doomed(), RuntimeError("late failure"), 1.0)
+        assert stale.completer.flush()
+    finally:
+        stale.pool.close()
+    row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == (new, 2), "the new holder keeps the job"
+    assert scalar(conn, "SELECT coalesce(sum(retried), 0) FROM soleil.queue_stats") == 0
