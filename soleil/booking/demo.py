@@ -65,7 +65,7 @@ class Summary:
             f"  202 queued after deadlocks:    {status[202]:>4}",
             f"  409 room taken:                {status[409]:>4}",
             f"  422 invalid:                   {status[422]:>4}",
-            f"  deadlocks met (and retried):   {self.deadlocks:>4}",
+            f"  deadlocks met:                 {self.deadlocks:>4}",
             f"  bookings made:                 {self.bookings:>4}"
             f"  ({self.booked_via_job} of them by CreateBookingJob)",
             f"  jobs failed:                   {self.jobs_failed:>4}",

@@ -47,11 +47,11 @@ def overlapping_requests(
     first_day: date,
     *,
     spread_days: int = 6,
-    seed: int = 7,
+    random_seed: int = 7,
 ) -> list[dict[str, Any]]:
     """`count` requests for stays of 2 to 4 nights starting within `spread_days`
     of `first_day`: most of them overlap on some room."""
-    rng = random.Random(seed)
+    rng = random.Random(random_seed)
     requests = []
     for n in range(count):
         check_in = first_day + timedelta(days=rng.randrange(spread_days))
@@ -64,7 +64,7 @@ def overlapping_requests(
                 "check_out": (check_in + timedelta(days=rng.randint(2, 4))).isoformat(),
                 "guest_name": f"Guest {user_id}",
                 "guest_email": f"guest{user_id}@example.com",
-                "request_id": f"req-{first_day.isoformat()}-{seed}-{n}",
+                "request_id": f"req-{first_day.isoformat()}-{random_seed}-{n}",
                 "additional_data": {"source": "load"},
             }
         )
