@@ -182,3 +182,17 @@ class OneShotCountdown(Countdown):
 class OneShotTransactionalCountdown(TransactionalCountdown):
     name = "tests.one_shot_transactional_countdown"
     tries = 1
+
+
+class SlowQuery(Job):
+    """Transactional: writes an effect, then blocks in the database past its timeout."""
+
+    name = "tests.slow_query"
+    transactional = True
+    timeout = 0.5
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        ctx.connection.execute("SELECT pg_sleep(30)")

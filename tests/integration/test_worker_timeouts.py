@@ -12,7 +12,7 @@ import pytest
 
 from soleil.runner import Runner
 from tests.apps.basic import Sleep
-from tests.apps.lifecycle import RELEASE_BLOCKED, Blocked, Spin
+from tests.apps.lifecycle import RELEASE_BLOCKED, Blocked, SlowQuery, Spin
 from tests.helpers import count_failed, scalar, wait_for
 
 
@@ -62,3 +62,23 @@ def test_a_job_blocked_past_timeout_and_grace_is_abandoned_and_the_worker_keeps_
     ends = [r[0] for r in conn.execute("SELECT at FROM public.runs WHERE tag LIKE 'end:%' ORDER BY at")]
     assert starts[1] < ends[0], "the two jobs should have run concurrently"
     assert worker.exit_code == 0 and not worker.stopping
+
+
+def test_a_transactional_job_blocked_in_the_database_is_cancelled_and_rolled_back(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(SlowQuery(key="slow"))  # timeout 0.5 s, pg_sleep(30)
+    started = time.monotonic()
+    worker = start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to fail")
+    assert time.monotonic() - started < 5.0
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_id,))
+    # Whichever fires first: the worker's interrupt or the statement_timeout it set.
+    assert exception.startswith(("JobTimeout", "QueryCanceled: canceling statement due to statement timeout"))
+    assert scalar(conn, "SELECT count(*) FROM public.effects") == 0
+    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'"
+    assert scalar(conn, sleeping + " AND state = 'active'") == 0, "the query must not keep running"
+    # The worker keeps working.
+    runner.dispatch(Sleep(seconds=0, tag="after"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'end:after'") == 1)
+    assert not worker.stopping
