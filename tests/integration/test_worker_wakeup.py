@@ -1,0 +1,60 @@
+"""An idle worker wakes on NOTIFY, not on its poll: new jobs, jobs committed by
+the caller's transaction, and queues in strict priority order."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from soleil.runner import Runner
+from tests.apps.basic import Record
+from tests.helpers import count_jobs, scalar, wait_for
+
+PICKUP_SECONDS = 0.5  # far below the 30 s poll these workers use
+
+
+def idle_worker(
+    conn: psycopg.Connection[Any], start_worker: Any, queues: str = "default", **options: Any
+) -> Any:
+    worker = start_worker(queues, sleep=30.0, **options)
+    wait_for(lambda: worker.listener.ready.is_set(), what="the listener")
+    return worker
+
+
+def test_an_idle_worker_picks_a_new_job_up_at_once(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    idle_worker(conn, start_worker)
+    for tag in ("first", "second", "third"):
+        dispatched = time.monotonic()
+        runner.dispatch(Record(tag=tag))
+        wait_for(lambda: count_jobs(conn) == 0, timeout=5.0, what=f"job {tag}")
+        assert time.monotonic() - dispatched < PICKUP_SECONDS
+
+
+def test_a_job_dispatched_in_a_transaction_is_picked_up_at_commit(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    idle_worker(conn, start_worker)
+    with psycopg.connect(database_url) as caller:
+        runner.dispatch_many([Record(tag="a"), Record(tag="b")], connection=caller)
+        runner.dispatch(Record(tag="c"), connection=caller)
+        caller.commit()
+        committed = time.monotonic()
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs") == 3, timeout=5.0, what="three runs")
+    assert time.monotonic() - committed < PICKUP_SECONDS
+
+
+def test_a_worker_drains_its_first_queue_before_the_next(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    for _ in range(5):
+        runner.dispatch(Record(tag="low"), queue="low", priority=100)  # priority orders within a queue
+    for _ in range(5):
+        runner.dispatch(Record(tag="high"), queue="high")
+    start_worker("high,low", concurrency=1)
+    wait_for(lambda: count_jobs(conn) == 0, what="both queues to drain")
+    tags = [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")]
+    assert tags == ["high"] * 5 + ["low"] * 5
