@@ -110,6 +110,18 @@ def test_worker_unit_timeouts_are_consistent() -> None:
     assert service["EnvironmentFile"] == "/etc/soleil/soleil.env"
 
 
+def test_timer_services_run_their_commands(processes: Processes, database_url: str) -> None:
+    """The oneshot units' ExecStart, with their default Environment=, is a command that works."""
+    for service in ("soleil-monitor.service", "soleil-prune.service"):
+        section = unit(service)["Service"]
+        defaults = dict(item.split("=", 1) for item in section["Environment"].split())
+        program, *args = shlex.split(section["ExecStart"])
+        assert program == INSTALLED_RUNNER
+        expanded = [re.sub(r"\$\{(\w+)\}", lambda m, env=defaults: env[m[1]], arg) for arg in args]
+        result = processes.run(*expanded, database_url=database_url, timeout=30)
+        assert result.returncode == 0, (service, result.stdout + result.stderr)
+
+
 # -- the notify protocol, end to end --------------------------------------------
 
 
