@@ -61,6 +61,11 @@ def exec_start_args(instance: str, work_options: str = "") -> list[str]:
     return expanded
 
 
+def expand_braced(word: str, env: dict[str, str]) -> str:
+    """systemd's ${VAR} in an ExecStart word."""
+    return re.sub(r"\$\{(\w+)\}", lambda match: env[match[1]], word)
+
+
 def seconds(value: str) -> float:
     match = re.fullmatch(r"(\d+)(s|min)?", value)
     assert match, value
@@ -117,7 +122,7 @@ def test_timer_services_run_their_commands(processes: Processes, database_url: s
         defaults = dict(item.split("=", 1) for item in section["Environment"].split())
         program, *args = shlex.split(section["ExecStart"])
         assert program == INSTALLED_RUNNER
-        expanded = [re.sub(r"\$\{(\w+)\}", lambda m, env=defaults: env[m[1]], arg) for arg in args]
+        expanded = [expand_braced(arg, defaults) for arg in args]
         result = processes.run(*expanded, database_url=database_url, timeout=30)
         assert result.returncode == 0, (service, result.stdout + result.stderr)
 
