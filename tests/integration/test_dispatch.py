@@ -182,3 +182,36 @@ def test_dispatch_many_writes_all_or_nothing(runner: Runner, conn: psycopg.Conne
         runner.dispatch_many([Record(tag="fine")] * 10 + [Record(tag="poison")])
     assert count_jobs(conn) == 0
     assert len(runner.dispatch_many([Record(tag="fine")] * 10)) == 10
+
+
+def test_a_runner_can_use_an_existing_pool_and_leaves_it_open(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(database_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        with Runner(pool=pool) as shared:
+            assert shared.dispatch(Record(tag="pooled")) is not None
+        assert not pool.closed
+        with pool.connection() as own:
+            assert scalar(own, "SELECT count(*) FROM soleil.jobs") == 1
+
+
+def test_from_env_reads_the_database_url(
+    database_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOLEIL_DATABASE_URL", database_url)
+    with Runner.from_env() as from_env:
+        from_env.dispatch(Record(tag="env"))
+    assert count_jobs(conn) == 1
+
+
+def test_an_unreachable_database_is_one_clear_error() -> None:
+    from soleil.runner import DatabaseUnavailable
+
+    nowhere = Runner("postgresql://app:secret-pw@127.0.0.1:1/app")
+    with pytest.raises(DatabaseUnavailable) as caught:
+        nowhere.dispatch(Record())
+    message = str(caught.value)
+    assert message.startswith("cannot reach the database at app@127.0.0.1:1/app")
+    assert "\n" not in message and "secret-pw" not in message
