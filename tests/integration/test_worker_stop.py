@@ -83,3 +83,15 @@ def test_a_memory_limit_stops_the_worker_with_exit_code_12(start_worker: Any) ->
     assert worker.join(5), "the worker should stop by itself"
     assert (worker.exit_code, worker.stop_reason) == (EXIT_MEMORY, "memory limit exceeded")
     assert EXIT_MEMORY == 12
+
+
+def test_stop_flushes_buffered_completions(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many([Record(tag=str(i)) for i in range(20)])
+    worker = start_worker(concurrency=2, completion_interval=60.0)  # completions stay buffered
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs") == 20, what="all jobs to run")
+    assert count_jobs(conn) == 20, "completions should still be buffered"
+    worker.stop(timeout=10)
+    assert count_jobs(conn) == 0
+    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 20
