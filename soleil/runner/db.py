@@ -17,7 +17,8 @@ ENV_DATABASE_URL = "SOLEIL_DATABASE_URL"
 CONNECT_TIMEOUT_SECONDS = 5
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# A quoted value may be unterminated in a malformed string: redact to its end then.
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*(?:'|$)|[^\s']+)", re.I)
 
 
 def redact(text: str, url: str | None = None) -> str:
@@ -34,7 +35,9 @@ def _password_of(url: str) -> str | None:
     try:
         return pg_conninfo.conninfo_to_dict(url).get("password")  # type: ignore[return-value]
     except psycopg.ProgrammingError:
-        return None
+        # A malformed URL: libpq's message may quote the password, so find it by shape.
+        match = _URL_PASSWORD.search(url) or _KV_PASSWORD.search(url)
+        return match.group("secret").strip("'") if match else None
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -48,7 +51,9 @@ def resolve_url(url: str | None = None) -> str:
     try:
         pg_conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(f"invalid database URL {redact(url)!r}: {first_line(exc)}") from None
+        raise ConfigurationError(
+            f"invalid database URL {redact(url)!r}: {redact(first_line(exc), url)}"
+        ) from None
     return url
 
 

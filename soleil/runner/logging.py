@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
+
+from soleil.runner.db import redact
 
 LogFormat = Literal["auto", "console", "json"]
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -30,6 +33,7 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
@@ -37,6 +41,15 @@ def configure(fmt: LogFormat = "auto", level: str = "info", stream: TextIO | Non
         cache_logger_on_first_use=True,
     )
     _route_stdlib_logging(LEVELS[level])
+
+
+def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Defence in depth: Soleil logs `db.describe(url)`, never a URL, but a library's
+    message or a traceback may quote one; no log line carries a database password."""
+    for key, value in event.items():
+        if isinstance(value, str) and ("://" in value or "assword" in value or "ASSWORD" in value):
+            event[key] = redact(value)
+    return event
 
 
 class _ToStructlog(logging.Handler):
