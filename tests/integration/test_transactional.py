@@ -102,3 +102,31 @@ def run_as_stale_worker(runner: Runner, worker_id: int, claimed: ClaimedJob) -> 
         assert worker.completer.stop(timeout=5.0)
     finally:
         worker.pool.close()
+
+
+def test_a_transactional_job_running_when_its_worker_is_declared_dead_has_its_effects_once(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Worker A heartbeats too rarely to notice anything during this test.
+    slow = start_worker(heartbeat_interval=60.0)
+    job_id = runner.dispatch(InsertRow(key="once", sleep=1.0))
+    wait_for(
+        lambda: scalar(
+            conn,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state = 'idle in transaction'",
+        ),
+        what="worker A to be inside the job's transaction",
+    )
+    conn.execute(
+        "UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (slow.id,)
+    )
+    # Worker B declares A dead at once, and keeps rescuing every 0.1 s while A's
+    # transaction holds the job row: the row is skipped, not handed out again.
+    rescuer = start_worker(heartbeat_interval=0.1)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (slow.id,)) == 0)
+    wait_for(lambda: count_jobs(conn) == 0, what="worker A to commit")
+    assert conn.execute("SELECT key FROM public.effects").fetchall() == [("once",)]
+    assert rescuer.processed == 0
+    assert count_failed(conn) == 0
+    assert job_id is not None
