@@ -157,3 +157,23 @@ def test_a_stale_holders_retry_is_fenced_out_and_not_counted(
     row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
     assert row == (new, 2), "the new holder keeps the job"
     assert scalar(conn, "SELECT coalesce(sum(retried), 0) FROM soleil.queue_stats") == 0
+
+
+def test_a_job_comes_back_after_the_lease_expires_not_before(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    start_worker(heartbeat_interval=HEARTBEAT)  # lease: two intervals
+    job_id = runner.dispatch(Record(tag="orphan"), delay=3600)
+    # A worker that heartbeats now, then never again (SIGKILLed).
+    dead = reserve_to_dead_worker(conn, job_id, attempts=1, tries=3)
+    with conn.transaction():
+        conn.execute("UPDATE soleil.workers SET heartbeat_at = now() WHERE id = %s", (dead,))
+        conn.execute("UPDATE soleil.jobs SET available_at = now() WHERE id = %s", (job_id,))
+    last_heartbeat = time.monotonic()
+    ran_at = wait_for(
+        lambda: scalar(conn, "SELECT at FROM public.runs WHERE job_id = %s", (job_id,)), timeout=10.0
+    )
+    elapsed = time.monotonic() - last_heartbeat
+    assert elapsed >= 2 * HEARTBEAT, f"rescued after {elapsed:.2f} s, before its lease expired"
+    assert elapsed < 3 * HEARTBEAT + 0.5, f"rescued only after {elapsed:.2f} s"
+    assert ran_at is not None
