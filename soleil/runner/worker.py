@@ -146,6 +146,7 @@ class Worker:
         self.processed = 0
         self.hard_stopped = False
         self._stop = threading.Event()
+        self._stop_now = threading.Event()  # stop without waiting for running jobs
         self._wake = threading.Event()
         self._work_ready = True
         self._ready = threading.Event()
@@ -185,6 +186,12 @@ class Worker:
         self._wake.set()
         with self._slots:
             self._slots.notify_all()
+
+    def stop_now(self, reason: str = "stop now") -> None:
+        """Stop without waiting for running jobs (a second Ctrl-C): they go back to
+        their queues with the attempt counted, and the worker exits 1. Signal-safe."""
+        self._stop_now.set()
+        self.request_stop(reason)  # wakes _wait_drained too
 
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
@@ -349,7 +356,11 @@ class Worker:
             self.hard_stopped = True
             stuck = [e.current.id for e in self._executors if e.current is not None]
             log.error(
-                "worker.stop_timeout", worker_id=self.id, grace_s=self.options.stop_grace, job_ids=stuck
+                "worker.stop_timeout",
+                worker_id=self.id,
+                grace_s=self.options.stop_grace,
+                job_ids=stuck,
+                forced=self._stop_now.is_set(),
             )
             if self.exit_code == EXIT_OK:
                 self.exit_code = EXIT_STUCK
@@ -375,14 +386,14 @@ class Worker:
         """Wait for running jobs to finish, telling systemd how many are left."""
         deadline = time.monotonic() + grace
         with self._slots:
-            while self._busy > 0:
+            while self._busy > 0 and not self._stop_now.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._slots.wait(min(left, STATUS_INTERVAL_SECONDS))
                 if self.notifier.enabled:
                     self._send_status(f"draining: {self._busy} running ({self.stop_reason})")
-        return True
+        return self._busy <= 0
 
     def _close_services(self) -> None:
         listener = getattr(self, "listener", None)

@@ -128,3 +128,22 @@ def test_worker_outlives_a_database_that_refuses_connections_for_a_moment(
         assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
     events = log_events(processes.output(worker)[1])  # still all JSON: library warnings included
     assert [e["job_id"] for e in named(events, "job.completed")] == [job_id]
+
+
+def test_second_ctrl_c_stops_without_waiting_for_the_running_job(
+    processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(SlowFirstAttempt(first=60))
+    worker = processes.soleil("work", "default", "--app", APPS, *FAST, database_url=runner.database_url)
+    wait_for(lambda: runs(conn), what="the job to start")
+    worker.send_signal(signal.SIGINT)
+    wait_for(lambda: "worker.stopping" in processes.output(worker)[1], what="the first Ctrl-C")
+    began = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    assert wait_exit(worker) == 1
+    assert time.monotonic() - began < 10  # not the 60 s --stop-grace
+    assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [(job_id, 1, None)]
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+    events = log_events(processes.output(worker)[1])
+    assert named(events, "worker.stopping")[0]["reason"] == "SIGINT"
+    assert named(events, "worker.stop_timeout")[0]["forced"] is True

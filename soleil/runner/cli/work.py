@@ -98,14 +98,22 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
 def work(ctx: Context, /, queues: list[str], app: str | None, **options: object) -> None:
     """Process jobs from the queues, in strict priority order, until stopped.
 
-    SIGTERM or SIGINT: stop claiming, let running jobs finish, exit 0.
+    SIGTERM or SIGINT: stop claiming, let running jobs finish, exit 0. A second
+    one: stop now; running jobs go back to their queues (attempt counted), exit 1.
     """
     import_app(app)
     runner = ctx.runner()
     worker = Worker(runner, queues, WorkerOptions(**options).validated(), notifier=Notifier.from_env())  # type: ignore[arg-type]
 
+    signalled: list[str] = []
+
     def on_signal(signum: int, _: FrameType | None) -> None:
-        worker.request_stop(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if signalled:  # a second SIGTERM or Ctrl-C: stop waiting for the running jobs
+            worker.stop_now(f"{signalled[0]} then {name}")
+        else:
+            signalled.append(name)
+            worker.request_stop(name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
