@@ -6,6 +6,7 @@ import statistics
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from soleil.runner import Job, Runner
 from tests.apps.basic import InsertRow, Record
@@ -15,7 +16,8 @@ from tests.conftest import Processes
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 from tests.pgcluster import Cluster
 
-JOBS = 3_000  # half plain, half transactional
+JOBS = 3_000
+SECRET = "Restart-S3cret"  # half plain, half transactional
 
 LISTENERS = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -32,12 +34,19 @@ def test_workers_survive_a_database_restart_and_pick_up_fast_again(
     spawn_worker: WorkerStarter,
     processes: Processes,
 ) -> None:
+    # The URL carries a password (trust auth ignores it): the outage's log lines must not show it.
+    with_password = conninfo.make_conninfo(chaos_url, password=SECRET)
+    # --sleep 30: after the restart, only a re-subscribed listener can explain fast pickups.
+    workers = [spawn_worker("--concurrency", "4", "--sleep", "30", url=with_password) for _ in range(2)]
+    with psycopg.connect(chaos_url, autocommit=True) as conn:
+        wait_for(lambda: scalar(conn, LISTENERS) == 2, timeout=30, what="both workers to listen")
+        before = pickup_latencies(chaos_runner, conn, 10)
+        conn.execute("TRUNCATE public.runs")
+
     jobs: list[Job] = []
     for i in range(JOBS // 2):
         jobs += [Record(tag=str(i)), InsertRow(key=f"k{i}", sleep=0.002)]
     ids = chaos_runner.dispatch_many(jobs)
-    # --sleep 30: after the restart, only a re-subscribed listener can explain fast pickups.
-    workers = [spawn_worker("--concurrency", "4", "--sleep", "30") for _ in range(2)]
     with psycopg.connect(chaos_url, autocommit=True) as conn:
         wait_for(lambda: count_jobs(conn) < JOBS * 3 // 4, timeout=60, what="work to be under way")
 
@@ -57,10 +66,12 @@ def test_workers_survive_a_database_restart_and_pick_up_fast_again(
         conn.execute("TRUNCATE public.runs")
         latencies = pickup_latencies(chaos_runner, conn, 20)
     print(
-        f"\ndatabase restart with {remaining_at_restart} jobs left; idle pickup after it: "
-        f"{describe_ms(latencies)}"
+        f"\ndatabase restart with {remaining_at_restart} jobs left; idle pickup before: "
+        f"{describe_ms(before)}; after: {describe_ms(latencies)}"
     )
-    assert statistics.median(latencies) < 0.010
+    # Under 10 ms on a quiet machine; on a loaded one, back to what it was before.
+    assert statistics.median(latencies) < max(0.010, 2 * statistics.median(before))
     logs = "".join(processes.output(w)[1] for w in workers)
     assert "listener.reconnected" in logs
     assert "database.unavailable" in logs or "listener.disconnected" in logs
+    assert SECRET not in logs
