@@ -6,6 +6,7 @@ or rolls back with the caller's own writes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,9 @@ from soleil.runner.job import Job
 from soleil.runner.names import validate_queue
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+# A NUL character in the JSON text: `\u0000` after an even number of backslashes
+# (after an odd number it is the literal text "\u0000", which jsonb stores fine).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
         raise InvalidPayload(cls.name, str(exc)) from None
     if len(payload) > max_payload_bytes // 4 and len(payload.encode()) > max_payload_bytes:
         raise PayloadTooLarge(cls.name, len(payload.encode()), max_payload_bytes)
-    if "\\u0000" in payload:
+    if "\\u0000" in payload and _JSON_NUL.search(payload):
         raise InvalidPayload(cls.name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)")
     return Row(validate_queue(queue or cls.queue), cls.name, payload, cls.tries)
 

@@ -155,6 +155,16 @@ def test_nul_in_a_payload_is_refused(runner: Runner, conn: psycopg.Connection[An
     assert count_jobs(conn) == 0
 
 
+def test_text_that_only_looks_like_an_escaped_nul_is_stored_as_is(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    for text in ["\\u0000", "C:\\\\u0000", "ends with a backslash\\"]:
+        job_id = runner.dispatch(Record(tag=text))
+        assert scalar(conn, "SELECT payload->>'tag' FROM soleil.jobs WHERE id = %s", (job_id,)) == text
+    with pytest.raises(InvalidPayload, match="NUL"):
+        runner.dispatch(Record(tag="\\\x00"))  # a backslash, then a real NUL
+
+
 def test_a_payload_above_the_limit_is_refused(database_url: str, conn: psycopg.Connection[Any]) -> None:
     with Runner(database_url, max_payload_bytes=1000) as small:
         small.dispatch(Record(tag="x" * 900))
