@@ -196,3 +196,20 @@ class SlowQuery(Job):
         assert ctx.connection is not None
         ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
         ctx.connection.execute("SELECT pg_sleep(30)")
+
+
+class DispatchThenFail(Job):
+    """Transactional: dispatches a follow-up through ctx.dispatch, then fails its
+    first attempt; the follow-up of the failed attempt must vanish with it."""
+
+    name = "tests.dispatch_then_fail"
+    transactional = True
+    tries = 2
+    backoff = 0
+
+    def handle(self, ctx: JobContext) -> None:
+        from tests.apps.basic import Record
+
+        ctx.dispatch(Record(tag=f"follow-up of attempt {ctx.attempt}"))
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails after dispatching")

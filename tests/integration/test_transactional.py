@@ -130,3 +130,17 @@ def test_a_transactional_job_running_when_its_worker_is_declared_dead_has_its_ef
     assert rescuer.processed == 0
     assert count_failed(conn) == 0
     assert job_id is not None
+
+
+def test_jobs_dispatched_by_a_transactional_job_commit_or_roll_back_with_it(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import DispatchThenFail
+
+    runner.dispatch(DispatchThenFail())
+    start_worker()
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs") == 1, what="the follow-up to run")
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    tags = [r[0] for r in conn.execute("SELECT tag FROM public.runs")]
+    assert tags == ["follow-up of attempt 2"]
+    assert count_failed(conn) == 0
