@@ -177,3 +177,14 @@ def test_queue_stats_count_completed_failed_and_retried_jobs(
     wait_for(lambda: totals() == expected, what=f"queue_stats to reach {expected}")
     runtime = scalar(conn, "SELECT sum(runtime_ms) FROM soleil.queue_stats WHERE queue = 'default'")
     assert runtime > 0
+
+
+def test_a_retry_runs_when_its_backoff_ends_not_at_the_next_poll(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(FailsWithOwnSettings())  # 2 tries, backoff 0.3 s
+    start_worker(sleep=30.0)
+    wait_for(lambda: count_failed(conn) == 1, timeout=5.0, what="both attempts")
+    first, second = run_times(conn, job_id)
+    gap = (second - first).total_seconds()
+    assert 0.3 <= gap < 1.0, f"second attempt {gap:.2f} s after the first"
