@@ -53,8 +53,10 @@ class Cluster:
     # -- lifecycle ---------------------------------------------------------------
 
     def _as_postgres(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        # As root (CI, this machine) switch to `postgres`; as any other user, run as that user.
+        prefix = ["runuser", "-u", OS_USER, "--"] if os.geteuid() == 0 else []
         return subprocess.run(
-            ["runuser", "-u", OS_USER, "--", *args],
+            [*prefix, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -62,7 +64,8 @@ class Cluster:
         )
 
     def init(self) -> Cluster:
-        shutil.chown(self.root, OS_USER, OS_USER)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, OS_USER, OS_USER)
         self.root.chmod(0o700)
         self._as_postgres(
             str(PG_BIN / "initdb"), "-D", str(self.data), "-U", OS_USER, "--auth=trust", "-E", "UTF8",
