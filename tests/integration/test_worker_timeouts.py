@@ -4,23 +4,14 @@ abandoned after the grace period, and the worker keeps its full concurrency."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 
 from soleil.runner import Runner
 from tests.apps.basic import Sleep
-from tests.apps.lifecycle import RELEASE_BLOCKED, Blocked, SlowQuery, Spin
+from tests.apps.lifecycle import Blocked, SlowQuery, Spin
 from tests.helpers import count_failed, scalar, wait_for
-
-
-@pytest.fixture
-def release_blocked() -> Iterator[None]:
-    RELEASE_BLOCKED.clear()
-    yield
-    RELEASE_BLOCKED.set()  # abandoned threads return and end
 
 
 def test_a_job_looping_past_its_timeout_is_interrupted_and_retried_then_failed(
@@ -37,7 +28,6 @@ def test_a_job_looping_past_its_timeout_is_interrupted_and_retried_then_failed(
     assert scalar(conn, "SELECT attempts FROM soleil.failed_jobs") == 2
 
 
-@pytest.mark.usefixtures("release_blocked")
 def test_a_job_blocked_past_timeout_and_grace_is_abandoned_and_the_worker_keeps_its_concurrency(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
