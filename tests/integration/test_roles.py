@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from soleil.runner import Runner, WorkerOptions, failed
+from soleil.runner import Runner, WorkerOptions, control, failed, status
 from soleil.runner.grants import RoleNames, grant
 from tests.apps.basic import Doomed, Flaky, InsertRow, Record
 from tests.conftest import ADMIN_URL, FAST, Processes
@@ -159,12 +159,16 @@ def test_an_operator_manages_failed_jobs_and_reads_status_but_has_no_ddl(
         listed = failed.list_failed(ops)
         assert [job.job for job in listed] == ["tests.doomed"]
         assert failed.retry(ops, [listed[0].uuid]).retried == [listed[0].uuid]
-    assert count_jobs(conn) == 1 and count_failed(conn) == 0
+        assert count_jobs(conn) == 1 and count_failed(conn) == 0
+        control.pause(ops, "default")
+        control.restart(ops)
+        assert status.job_count(ops, "default") == 1
+        assert [q.queue for q in status.snapshot(ops).queues] == ["default"]
+        control.clear(ops, "default")
+    assert count_jobs(conn) == 0
+    assert scalar(conn, "SELECT paused FROM soleil.queue_control WHERE queue = 'default'") is True
 
     url = logins.operator_url
-    with psycopg.connect(url, autocommit=True) as as_operator:
-        assert scalar(as_operator, "SELECT count(*) FROM soleil.workers") == 0
-        as_operator.execute("INSERT INTO soleil.queue_control (queue, paused) VALUES ('default', true)")
     assert refused(url, "CREATE TABLE soleil.evil (id int)")
     assert refused(url, "ALTER TABLE soleil.jobs ADD COLUMN evil int")
     assert refused(url, "DROP TABLE soleil.jobs")
