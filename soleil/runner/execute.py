@@ -139,6 +139,13 @@ class Executor:
             finally:
                 with self._lock:
                     self._connection = None
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # handle() caught a database error: leaving the block would roll back
+                # silently, job row included, and the job would look completed.
+                raise RuntimeError(
+                    "the job's transaction was aborted by a database error that handle() caught;"
+                    " nothing it wrote was committed"
+                )
 
     def _set_in_handler(self, value: bool) -> None:
         with self._lock:

@@ -208,3 +208,24 @@ class DispatchThenFail(Job):
         ctx.dispatch(Record(tag=f"follow-up of attempt {ctx.attempt}"))
         if ctx.attempt == 1:
             raise RuntimeError("first attempt fails after dispatching")
+
+
+class SwallowsDatabaseError(Job):
+    """Transactional: catches a database error and returns as if all went well.
+    Its transaction is aborted, so it cannot have succeeded."""
+
+    name = "tests.swallows_database_error"
+    transactional = True
+    tries = 2
+    backoff = 0
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        import contextlib
+
+        import psycopg
+
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        with contextlib.suppress(psycopg.errors.DivisionByZero):  # "handled", it believes
+            ctx.connection.execute("SELECT 1 / 0")

@@ -144,3 +144,19 @@ def test_jobs_dispatched_by_a_transactional_job_commit_or_roll_back_with_it(
     tags = [r[0] for r in conn.execute("SELECT tag FROM public.runs")]
     assert tags == ["follow-up of attempt 2"]
     assert count_failed(conn) == 0
+
+
+def test_a_job_that_swallows_a_database_error_fails_instead_of_sticking(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import SwallowsDatabaseError
+
+    job_id = runner.dispatch(SwallowsDatabaseError(key="aborted"))
+    runner.dispatch(InsertRow(key="fine"))
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to fail after its tries")
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_id,))
+    assert "transaction" in exception and "aborted" in exception, exception
+    assert scalar(conn, "SELECT attempts FROM soleil.failed_jobs WHERE job_id = %s", (job_id,)) == 2
+    assert conn.execute("SELECT key FROM public.effects").fetchall() == [("fine",)]
+    assert count_jobs(conn) == 0
