@@ -113,6 +113,10 @@ def _run_failed_hook(
     try:
         with conn.transaction():
             instance.failed(ctx, exc)
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # It caught a database error: raising here rolls back to the savepoint,
+                # which keeps the move's transaction usable.
+                raise RuntimeError("failed() caught a database error; its writes were rolled back")
     except Exception as hook_exc:
         log.error(
             "job.failed_hook_error",

@@ -229,3 +229,22 @@ class SwallowsDatabaseError(Job):
         ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
         with contextlib.suppress(psycopg.errors.DivisionByZero):  # "handled", it believes
             ctx.connection.execute("SELECT 1 / 0")
+
+
+class HookSwallowsDatabaseError(Job):
+    """Fails for good; its failed() hook writes, then catches a database error."""
+
+    name = "tests.hook_swallows_database_error"
+
+    def handle(self, ctx: JobContext) -> None:
+        raise PermanentFailure("handle failed")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        import contextlib
+
+        import psycopg
+
+        record_hook(ctx, exc)
+        assert ctx.connection is not None
+        with contextlib.suppress(psycopg.errors.DivisionByZero):  # "handled", it believes
+            ctx.connection.execute("SELECT 1 / 0")

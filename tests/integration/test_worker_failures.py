@@ -188,3 +188,18 @@ def test_a_retry_runs_when_its_backoff_ends_not_at_the_next_poll(
     first, second = run_times(conn, job_id)
     gap = (second - first).total_seconds()
     assert 0.3 <= gap < 1.0, f"second attempt {gap:.2f} s after the first"
+
+
+def test_a_hook_that_swallows_a_database_error_does_not_block_the_move(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import HookSwallowsDatabaseError
+
+    job_id = runner.dispatch(HookSwallowsDatabaseError())
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    exception = failed_row(conn, job_id)["exception"]
+    assert exception.startswith("PermanentFailure: handle failed")
+    assert "The failed() hook raised too" in exception
+    assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "the hook's aborted writes roll back"
+    assert count_jobs(conn) == 0
