@@ -33,7 +33,9 @@ def describe_exception(exc: BaseException) -> str:
     """`Type: message` then the traceback, as stored in failed_jobs.exception."""
     head = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(exc)).rstrip()
-    return f"{head}\n\n{trace}" if exc.__traceback__ is not None else head
+    text = f"{head}\n\n{trace}" if exc.__traceback__ is not None else head
+    # A text column cannot store NUL: the move would fail and the job stay reserved.
+    return text.replace("\x00", "\\x00")
 
 
 def handle_failure(

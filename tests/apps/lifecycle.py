@@ -248,3 +248,12 @@ class HookSwallowsDatabaseError(Job):
         assert ctx.connection is not None
         with contextlib.suppress(psycopg.errors.DivisionByZero):  # "handled", it believes
             ctx.connection.execute("SELECT 1 / 0")
+
+
+class RaisesNul(Job):
+    """Fails with a message holding a NUL character (text columns cannot store it)."""
+
+    name = "tests.raises_nul"
+
+    def handle(self, ctx: JobContext) -> None:
+        raise PermanentFailure("bad byte \x00 in the input")

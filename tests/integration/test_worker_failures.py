@@ -203,3 +203,14 @@ def test_a_hook_that_swallows_a_database_error_does_not_block_the_move(
     assert "The failed() hook raised too" in exception
     assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "the hook's aborted writes roll back"
     assert count_jobs(conn) == 0
+
+
+def test_an_exception_message_with_a_nul_character_still_reaches_failed_jobs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import RaisesNul
+
+    job_id = runner.dispatch(RaisesNul())
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    assert failed_row(conn, job_id)["exception"].startswith("PermanentFailure: bad byte \\x00 in the input")
