@@ -40,6 +40,10 @@ log = structlog.get_logger("soleil.worker")
 
 CONTROL_CHANNEL = "soleil:control"
 HOUSEKEEPING_TICK_SECONDS = 0.5
+# A notification due this close to now is claimed at once: the database clock is
+# only known to within the look-up's round trip, and a busy host stretches that to
+# milliseconds. Claiming a job that is not quite due yet just finds nothing.
+DUE_SLACK_SECONDS = 0.025
 # How often the worker re-reads pause and restart from the database, in case its
 # listener missed the NOTIFY: one small query, never on the per-job path.
 CONTROL_READ_SECONDS = 1.0
@@ -452,13 +456,15 @@ class Worker:
         return jobs
 
     def _look_up_next_due(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
+        sent = time.time()
         try:
             due, db_now = claiming.next_due_epoch(conn, queues)
         except (psycopg.OperationalError, OSError) as exc:
             # The claimed jobs are already with the executors: keep them, poll instead.
             log.warning("database.unavailable", during="next_due", error=str(exc).strip())
             return
-        self._clock_offset = db_now - time.time()
+        # The database read its clock between sending and receiving: take the midpoint.
+        self._clock_offset = db_now - (sent + time.time()) / 2
         self._next_due = None if due is None else due - self._clock_offset
 
     def _acquire_slots(self, timeout: float) -> int:
@@ -505,7 +511,7 @@ class Worker:
             due = float(payload) - self._clock_offset
         except ValueError:
             due = 0.0
-        if due <= time.time() + 0.001:
+        if due <= time.time() + DUE_SLACK_SECONDS:
             self._work_ready = True
         elif self._next_due is None or due < self._next_due:
             self._next_due = due
