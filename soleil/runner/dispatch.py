@@ -80,20 +80,34 @@ def insert_many(
     delay: float,
     available_at: datetime | None,
 ) -> list[int]:
-    """COPY the rows with ids reserved up front, then one notification per queue."""
+    """One statement reserves the ids, fixes the due time and queues one notification
+    per queue; then one COPY writes the rows."""
     if not rows:
         return []
+    queues = list(dict.fromkeys(row.queue for row in rows))
     with conn.transaction():
-        cursor = conn.execute(queries.get("job_reserve_ids"), {"count": len(rows)})
-        ids = [int(r[0]) for r in cursor.fetchall()]
-        due = conn.execute(
-            queries.get("job_due_at"), {"available_at": available_at, "delay": delay}
+        reserved = conn.execute(
+            queries.get("job_reserve_many"),
+            {"count": len(rows), "queues": queues, "available_at": available_at, "delay": delay},
         ).fetchone()
-        assert due is not None
-        due_at = due[0]
+        assert reserved is not None
+        ids, due_at, _ = reserved
         with conn.cursor().copy(queries.get("job_copy_in")) as copy:
-            for job_id, row in zip(ids, rows, strict=True):
-                copy.write_row((job_id, row.queue, row.job, row.payload, priority, row.max_attempts, due_at))
-        for queue in dict.fromkeys(row.queue for row in rows):
-            conn.execute(queries.get("job_notify_queue"), {"queue": queue, "available_at": due_at})
-    return ids
+            copy.write(_copy_text(ids, rows, priority, due_at))
+    return list(ids)
+
+
+def _copy_text(ids: list[int], rows: list[Row], priority: int, due_at: str) -> str:
+    """The rows in COPY's text format, built in one pass (several times faster than
+    write_row per row). Queue and job names are validated and need no escaping; the
+    payload is compact JSON, whose only character special to COPY is the backslash
+    (JSON escapes control characters itself)."""
+    tail = f"\t{priority}\t"
+    return "".join(
+        f"{job_id}\t{row.queue}\t{row.job}\t{row.payload.replace(_BACKSLASH, _BACKSLASH_ESCAPED)}{tail}"
+        f"{_NULL if row.max_attempts is None else row.max_attempts}\t{due_at}\n"
+        for job_id, row in zip(ids, rows, strict=True)
+    )
+
+
+_BACKSLASH, _BACKSLASH_ESCAPED, _NULL = "\\", "\\\\", "\\N"

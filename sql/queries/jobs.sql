@@ -19,21 +19,19 @@ WITH inserted AS (
 SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text)
 FROM inserted;
 
--- name: job_reserve_ids :many
--- Reserve a block of ids for the bulk path (COPY needs them up front).
-SELECT nextval('soleil.jobs_id_seq') FROM generate_series(1, %(count)s);
-
--- name: job_due_at :one
--- When jobs dispatched now with this delay become due, in the database's clock.
-SELECT COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s));
+-- name: job_reserve_many :one
+-- The bulk path's one round trip before its COPY: a block of ids (COPY needs them
+-- up front, in order), the due time in the database's clock (as text, for the COPY
+-- stream) and one wake-up per queue, which Postgres sends at commit.
+SELECT (SELECT array_agg(nextval('soleil.jobs_id_seq')) FROM generate_series(1, %(count)s)) AS ids,
+       due.at::text AS due_at,
+       (SELECT count(pg_notify('soleil:' || q.name, extract(epoch FROM due.at)::text))
+        FROM unnest(%(queues)s::text[]) AS q(name)) AS notified
+FROM (SELECT COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s)) AS at) due;
 
 -- name: job_copy_in :none
--- The bulk path: rows arrive by COPY with ids from job_reserve_ids.
+-- The bulk path: rows arrive by COPY with ids from job_reserve_many.
 COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at) FROM STDIN;
-
--- name: job_notify_queue :none
--- One wake-up per queue per bulk dispatch; Postgres sends it at commit.
-SELECT pg_notify('soleil:' || %(queue)s, extract(epoch FROM %(available_at)s::timestamptz)::text);
 
 -- name: job_claim_available :many
 -- Reserve up to %(limit)s ready jobs for a worker, queues in strict priority
