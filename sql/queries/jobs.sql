@@ -39,16 +39,34 @@ COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at)
 -- ran dry), each queue read through jobs_claim_idx. The attempt counts now, as
 -- in Laravel, so a run killed by SIGKILL still counts. The effective tries are
 -- written on the row so a rescuer knows them without the worker's settings.
+-- Within a queue, each priority that has waiting jobs is read on its own, highest
+-- first, found by one index descent each (`levels`, a loose index scan): delayed
+-- jobs of a higher priority are stepped over, not read one by one on every claim.
 WITH picked AS MATERIALIZED (
     SELECT ready.id
     FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, position)
     CROSS JOIN LATERAL (
+        WITH RECURSIVE levels(priority) AS (
+            (SELECT j.priority FROM soleil.jobs j
+             WHERE j.queue = q.name AND j.reserved_by IS NULL
+             ORDER BY j.priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.priority FROM soleil.jobs j
+                    WHERE j.queue = q.name AND j.reserved_by IS NULL AND j.priority < levels.priority
+                    ORDER BY j.priority DESC LIMIT 1)
+            FROM levels
+            WHERE levels.priority IS NOT NULL
+        )
+        SELECT levels.priority FROM levels WHERE levels.priority IS NOT NULL
+    ) level
+    CROSS JOIN LATERAL (
         SELECT j.id
         FROM soleil.jobs j
         WHERE j.queue = q.name
+          AND j.priority = level.priority
           AND j.reserved_by IS NULL
           AND j.available_at <= now()
-        ORDER BY j.priority DESC, j.available_at, j.id
+        ORDER BY j.available_at, j.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) ready
