@@ -1,0 +1,57 @@
+"""Password redaction: in URLs and conninfo strings, malformed ones included, and
+in every value of every log event."""
+
+from __future__ import annotations
+
+import pytest
+
+from soleil.runner.db import describe, redact, resolve_url
+from soleil.runner.errors import ConfigurationError
+from soleil.runner.logging import _redact_secrets
+
+SECRET = "hunter2-Secret"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"postgresql://app:{SECRET}@db.internal:5432/app",
+        f"postgres://app:{SECRET}@db/app?sslmode=require",
+        f"host=db user=app password={SECRET} dbname=app",
+        f"host=db password = '{SECRET} with spaces' dbname=app",
+        f"host=db PASSWORD='{SECRET}",  # unterminated quote
+        f"connection to postgresql://app:{SECRET}@db/app failed: timeout",
+    ],
+)
+def test_passwords_are_redacted_wherever_they_appear(text: str) -> None:
+    assert SECRET not in redact(text)
+    assert "***" in redact(text)
+
+
+def test_a_known_url_redacts_its_password_even_when_quoted_elsewhere() -> None:
+    url = f"postgresql://app:{SECRET}@db/app"
+    assert redact(f'token "{SECRET}" rejected', url) == 'token "***" rejected'
+
+
+def test_a_malformed_url_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        resolve_url(f"postgresql://app:{SECRET}%zz@db/app")
+    assert SECRET not in str(caught.value)
+    assert "invalid database URL" in str(caught.value)
+
+
+def test_describe_names_the_target_without_the_password() -> None:
+    assert describe(f"postgresql://app:{SECRET}@db:6432/app") == "app@db:6432/app"
+
+
+def test_every_log_value_is_redacted() -> None:
+    event = {
+        "event": "database.unavailable",
+        "error": f"cannot connect to postgresql://app:{SECRET}@db/app",
+        "detail": f"password={SECRET}",
+        "job_id": 7,
+        "queues": ["default"],
+    }
+    redacted = _redact_secrets(None, "warning", dict(event))
+    assert SECRET not in str(redacted)
+    assert redacted["job_id"] == 7 and redacted["queues"] == ["default"]
