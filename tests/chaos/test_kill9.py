@@ -44,7 +44,10 @@ def test_kill9_plain_jobs_run_at_least_once_and_twice_only_after_a_kill(
     chaos_runner: Runner, chaos_conn: psycopg.Connection[Any], spawn_worker: WorkerStarter
 ) -> None:
     ids = chaos_runner.dispatch_many([Record(tag=str(i)) for i in range(JOBS)])
-    monkey = Monkey(lambda: spawn_worker(*CONCURRENCY), [spawn_worker(*CONCURRENCY) for _ in range(WORKERS)])
+    # A 4 s lease: a live worker starved of CPU on this shared machine must not lose
+    # its jobs to the rescuer, or a job would run twice without a kill.
+    args = (*CONCURRENCY, "--heartbeat", "2")
+    monkey = Monkey(lambda: spawn_worker(*args), [spawn_worker(*args) for _ in range(WORKERS)])
     took = monkey.run_until(lambda: count_jobs(chaos_conn) == 0, timeout=110)
 
     runs = chaos_conn.execute("SELECT job_id, pid FROM public.runs").fetchall()
