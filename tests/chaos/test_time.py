@@ -167,10 +167,12 @@ def test_a_frozen_workers_plain_job_runs_again_and_its_old_run_is_fenced_out(
 def test_a_job_longer_than_the_lease_on_a_live_worker_runs_once(
     chaos_runner: Runner, chaos_conn: psycopg.Connection[Any], spawn_worker: WorkerStarter
 ) -> None:
-    spawn_worker(*FAST_LEASE)
-    chaos_runner.dispatch(Sleep(seconds=3.0, tag="long"))  # three leases long
+    # The default test lease (2 s): short enough to expire twice during the job, long
+    # enough that a busy machine does not starve the heartbeat.
+    spawn_worker()
+    chaos_runner.dispatch(Sleep(seconds=4.5, tag="long"))
     wait_for(lambda: scalar(chaos_conn, "SELECT count(*) FROM public.runs") == 1, what="the job to start")
-    spawn_worker(*FAST_LEASE)  # an idle rescuer, ready to take anything that looks orphaned
+    spawn_worker()  # an idle rescuer, ready to take anything that looks orphaned
     wait_for(lambda: count_jobs(chaos_conn) == 0, timeout=20, what="the long job to complete")
     tags = [row[0] for row in chaos_conn.execute("SELECT tag FROM public.runs ORDER BY id")]
     assert tags == ["start:long", "end:long"]
