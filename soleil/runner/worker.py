@@ -40,6 +40,9 @@ log = structlog.get_logger("soleil.worker")
 
 CONTROL_CHANNEL = "soleil:control"
 HOUSEKEEPING_TICK_SECONDS = 0.5
+# How long start-up waits for the LISTEN connection; then the worker polls, and
+# tells systemd READY=1 only once the listener gets through.
+LISTENER_READY_WAIT_SECONDS = 10.0
 # A notification due this close to now is claimed at once: the database clock is
 # only known to within the look-up's round trip, and a busy host stretches that to
 # milliseconds. Claiming a job that is not quite due yet just finds nothing.
@@ -320,7 +323,7 @@ class Worker:
             self._on_listener_connect,
         )
         self.listener.start()
-        listening = self.listener.ready.wait(10.0)
+        listening = self.listener.ready.wait(LISTENER_READY_WAIT_SECONDS)
         log.info(
             "worker.started",
             worker_id=self.id,

@@ -27,7 +27,9 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from soleil.runner import Runner
+from soleil.runner import Runner, Worker, WorkerOptions
+from soleil.runner import worker as worker_module
+from soleil.runner.sdnotify import Notifier
 from soleil.runner.worker import MAIN_LOOP_POOL_WAIT_SECONDS
 from tests.apps.basic import Record
 from tests.conftest import ADMIN_URL, ROOT, Processes, url_for
@@ -307,8 +309,7 @@ def test_listener_uses_the_direct_listen_url(
 
 @pytest.fixture
 def listen_role() -> Iterator[str]:
-    """A role that may not log in yet: a listener using it cannot connect until the test allows it.
-    Requested before `processes`, so it is dropped after the workers are killed."""
+    """A role that may not log in yet: a listener using it cannot connect until the test allows it."""
     role = f"soleil_t_listen_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
@@ -324,50 +325,53 @@ def listen_role() -> Iterator[str]:
 
 def test_no_ready_until_the_listener_listens(
     listen_role: str,
-    processes: Processes,
-    database_url: str,
     runner: Runner,
     conn: psycopg.Connection[Any],
     path_notify_socket: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    notify_socket = path_notify_socket
-    listen_url = conninfo.make_conninfo(database_url, user=listen_role)
-    job_id = runner.dispatch(Record(tag="polled"))
-    proc = processes.soleil(
-        *exec_start_args("default", "--sleep 0.2"),
-        database_url=database_url,
-        env={
-            "NOTIFY_SOCKET": notify_socket.address,
-            "SOLEIL_APP": "tests.apps.basic",
-            "SOLEIL_LISTEN_DATABASE_URL": listen_url,
-        },
+    notify = path_notify_socket
+    monkeypatch.setattr(worker_module, "LISTENER_READY_WAIT_SECONDS", 0.3)  # 10 s in production
+    listen_url = conninfo.make_conninfo(runner.database_url, user=listen_role)
+    options = WorkerOptions(
+        sleep=0.2, heartbeat_interval=0.3, stop_grace=10.0, listen_database_url=listen_url
     )
-    # The worker gives up waiting for its listener after 10 s and works by polling...
-    wait_for(
-        lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE job_id = %s", (job_id,)),
-        timeout=30,
-        what="the job to run by polling",
-    )
-    notify_socket.drain()
-    assert not [m for _, m in notify_socket.messages if "READY" in m], "READY=1 without a LISTEN session"
-    assert not listen_backends(conn)
-    # ...and says READY=1 only once the listener gets through.
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(listen_role)))
-    ready = notify_socket.wait_for("READY", "1", timeout=15)
-    assert [pid for pid, _ in listen_backends(conn)], "READY=1 before the listener was LISTENing"
-    assert ready["STATUS"] == "idle; 1 done"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
-    _, err = processes.output(proc)
-    assert '"listener.not_ready"' in err
+    worker = Worker(runner, "default", options, notifier=Notifier(notify.address)).start()
+    try:
+        # The worker gives up waiting for its listener and works by polling...
+        job_id = runner.dispatch(Record(tag="polled"))
+        wait_for(
+            lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE job_id = %s", (job_id,)),
+            what="the job to run by polling",
+        )
+        notify.drain()
+        assert not [m for _, m in notify.messages if "READY" in m], "READY=1 without a LISTEN session"
+        assert not listen_backends(conn)
+        # ...and says READY=1 only once the listener gets through.
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(listen_role)))
+        ready = notify.wait_for("READY", "1", timeout=15)
+        assert listen_backends(conn), "READY=1 before the listener was LISTENing"
+        assert ready["STATUS"] == "idle; 1 done"
+    finally:
+        worker.stop(timeout=30)
 
 
 def test_an_invalid_listen_url_is_a_one_line_configuration_error(processes: Processes) -> None:
     # Refused before any connection is made: the main URL need not even exist.
     main_url = url_for("soleil_t_never_created")
-    result = processes.run("work", "default", "--listen-database-url", "host=db port", database_url=main_url)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
+    expected = [
         'error: invalid database URL \'host=db port\': missing "=" after "port" in connection info string'
     ]
+    as_option = processes.run(
+        "work", "default", "--listen-database-url", "host=db port", database_url=main_url
+    )
+    from_env = processes.run(
+        "work-instance",
+        "default-1",
+        database_url=main_url,
+        env={"SOLEIL_LISTEN_DATABASE_URL": "host=db port"},
+    )
+    for result in (as_option, from_env):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == expected
