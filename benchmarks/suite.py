@@ -189,6 +189,11 @@ async def run(cfg: common.Config, dsn: str, phases: set[str], backlog: int, dela
             res["rows_written"] = await admin.scalar("SELECT count(*) FROM public.bench_effects")
             result["transactional_concN"] = res
         if "deep" in phases:
+            # The same measurement on a queue holding only the jobs processed: the
+            # deep cases' reference, taken right before them.
+            result["deep_empty"] = await measure_backlog(
+                adapter, admin, cfg, backlog=cfg.n_process, delayed=0
+            )
             result["deep_backlog"] = await measure_backlog(adapter, admin, cfg, backlog=backlog, delayed=0)
             result["deep_delayed_in_front"] = await measure_backlog(
                 adapter, admin, cfg, backlog=cfg.n_process, delayed=delayed
@@ -220,6 +225,10 @@ def _rate(res: dict[str, Any] | None) -> str:
     return f"{res['jobs_per_s']:,.0f}{flag}"
 
 
+def _setting(res: dict[str, Any] | None, default: str) -> str:
+    return str(res["setting"]) if res else default
+
+
 def _ratio(res: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
     if not res or not base or not base.get("jobs_per_s"):
         return ""
@@ -234,11 +243,11 @@ def markdown(result: dict[str, Any]) -> str:
         ("enqueue, 1 job per transaction", _rate(result.get("enqueue_single")), ""),
         (f"enqueue bulk, {cfg['bulk_chunk']} per dispatch_many", _rate(result.get("enqueue_bulk")), ""),
         (
-            f"process no-op, {result.get('process_conc1', {}).get('setting')}",
+            f"process no-op, {_setting(result.get('process_conc1'), 'concurrency=1')}",
             _rate(result.get("process_conc1")),
             "",
         ),
-        (f"process no-op, {empty and empty['setting']}", _rate(empty), "1.00x" if empty else ""),
+        (f"process no-op, {_setting(empty, f'concurrency={conc}')}", _rate(empty), "1.00x" if empty else ""),
         ("process no-op, concurrency=1, prefetch=0", _rate(result.get("process_conc1_no_prefetch")), ""),
         (
             f"process no-op, concurrency={conc}, prefetch=0",
@@ -251,13 +260,16 @@ def markdown(result: dict[str, Any]) -> str:
             _ratio(result.get("transactional_concN"), empty),
         ),
     ]
+    deep_empty = result.get("deep_empty")
     for key, label in (
+        ("deep_empty", "{jobs:,} jobs, nothing else queued (deep-queue reference)"),
         ("deep_backlog", "head of a queue of {backlog:,} ready jobs"),
         ("deep_delayed_in_front", "behind {delayed_in_front:,} delayed higher-priority jobs"),
     ):
         res = result.get(key)
         if res:
-            rows.append((f"{label.format(**res)}, concurrency {conc}", _rate(res), _ratio(res, empty)))
+            ratio = _ratio(res, deep_empty) + " of reference" if key != "deep_empty" else ""
+            rows.append((f"{label.format(**res)}, concurrency {conc}", _rate(res), ratio))
     lines = [
         f"## Soleil {result['version']} benchmark suite ({result['started_at']})",
         "",

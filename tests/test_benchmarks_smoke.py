@@ -24,6 +24,7 @@ def test_the_suite_completes_and_writes_json_and_markdown(empty_database_url: st
         "process_conc1_no_prefetch",
         "process_concN_no_prefetch",
         "transactional_concN",
+        "deep_empty",
         "deep_backlog",
         "deep_delayed_in_front",
     ]
@@ -40,6 +41,6 @@ def test_the_suite_completes_and_writes_json_and_markdown(empty_database_url: st
 
     table = (tmp_path / "soleil-suite.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| case")]
-    assert len(rows) == 9
+    assert len(rows) == 10
     assert all(line.count("|") == 4 for line in rows)
     assert any(line.startswith("Pickup latency") for line in table)
