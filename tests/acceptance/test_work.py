@@ -108,12 +108,13 @@ def test_stop_when_empty_exits_0_once_the_queue_is_drained(
     runner.dispatch_many([Record(tag=str(i)) for i in range(20)])
     runner.dispatch(Record(tag="later"), delay=3600)  # not ready: does not keep the worker up
     result = processes.run(
-        "work", "default", "--app", APPS, "--stop-when-empty", "--concurrency", "3", *FAST,
-        database_url=runner.database_url,
+        "--log-level", "warning", "work", "default", "--app", APPS, "--stop-when-empty", "--concurrency", "3",
+        *FAST, database_url=runner.database_url,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert scalar(conn, "SELECT count(*) FROM public.runs") == 20
     assert count_jobs(conn) == 1
+    assert all(e["level"] != "info" for e in log_events(result.stderr))  # --log-level warning
 
 
 def test_memory_limit_exits_12(
