@@ -9,8 +9,6 @@ import socket
 import subprocess
 from typing import Any
 
-from tests.helpers import wait_for
-
 APPS = "tests.apps.basic,tests.apps.cli"
 
 
@@ -56,4 +54,4 @@ def wait_exit(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
         raise AssertionError(f"process {proc.args!r} still running after {timeout} s") from None
 
 
-__all__ = ["APPS", "assert_one_line_error", "free_port", "log_events", "named", "wait_exit", "wait_for"]
+__all__ = ["APPS", "assert_one_line_error", "free_port", "log_events", "named", "wait_exit"]
