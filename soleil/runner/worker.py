@@ -309,6 +309,7 @@ class Worker:
         self._last_heartbeat = self._last_rescue = self._last_control = time.monotonic()
         self._started_at = time.monotonic()
         self._last_watchdog = 0.0
+        self._last_housekeeping = 0.0
         self._poll_at = 0.0
         self.completer = Completer(
             self.pool, self.id, interval=self.options.completion_interval, batch=self.options.completion_batch
@@ -414,7 +415,7 @@ class Worker:
     def _loop(self) -> None:
         db_backoff = 0.1
         while not self._stop.is_set():
-            self._housekeeping()
+            self._housekeeping(work_waiting=self._work_ready)
             free = self._acquire_slots(self._tick)
             if not free:
                 continue
@@ -504,7 +505,7 @@ class Worker:
             timeout = min(self._poll_at - now, self._tick, *([due_in] if due_in else []))
             if self._wake.wait(timeout):
                 self._wake.clear()
-            self._housekeeping()
+            self._housekeeping(work_waiting=self._work_ready)
 
     def _on_notify(self, channel_name: str, payload: str) -> None:
         if channel_name == CONTROL_CHANNEL:
@@ -543,8 +544,13 @@ class Worker:
 
     # -- housekeeping -------------------------------------------------------------
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, work_waiting: bool = False) -> None:
         now = time.monotonic()
+        # A heartbeat, rescue or control read is a round trip: with work waiting, the
+        # claim goes first, unless that would put housekeeping off for a whole tick.
+        if work_waiting and now - self._last_housekeeping < self._tick:
+            return
+        self._last_housekeeping = now
         self._check_timeouts(now)
         if self.notifier.enabled:
             self._notify_systemd(now)
