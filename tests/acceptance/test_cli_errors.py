@@ -41,10 +41,18 @@ def test_bad_or_unreachable_database(
     assert SECRET not in result.stdout + result.stderr
 
 
-def test_password_is_redacted_when_passed_as_option(processes: Processes) -> None:
+@pytest.mark.parametrize(
+    "where",
+    [["--database-url", "{url}", "migrate"], ["migrate", "--database-url", "{url}"]],
+    ids=["before", "after"],
+)
+def test_database_url_option_wins_over_the_environment(processes: Processes, where: list[str]) -> None:
     url = f"postgresql://app:{SECRET}@127.0.0.1:{free_port()}/app"
-    result = processes.run("--database-url", url, "migrate", env={"SOLEIL_DATABASE_URL": ""})
-    assert_one_line_error(result)
+    result = processes.run(
+        *(arg.format(url=url) for arg in where), env={"SOLEIL_DATABASE_URL": "host=elsewhere"}
+    )
+    line = assert_one_line_error(result)
+    assert "cannot reach the database at app@127.0.0.1" in line
     assert SECRET not in result.stderr
 
 

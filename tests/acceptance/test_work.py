@@ -57,9 +57,10 @@ def test_json_log_lines_tell_each_job_story(
 
 def test_console_log_format_is_for_people(processes: Processes, runner: Runner) -> None:
     job_id = runner.dispatch(Record())
+    # After the command, where operators tend to put it; it beats SOLEIL_LOG_FORMAT=json.
     result = processes.run(
-        "work", "default", "--app", APPS, "--stop-when-empty", *FAST,
-        database_url=runner.database_url, env={"SOLEIL_LOG_FORMAT": "console"},
+        "work", "default", "--app", APPS, "--stop-when-empty", "--log-format", "console", *FAST,
+        database_url=runner.database_url, env={"SOLEIL_LOG_FORMAT": "json"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stderr.splitlines() if "job.completed" in line)

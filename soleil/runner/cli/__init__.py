@@ -8,7 +8,7 @@ clear line on stderr: exit 2 for configuration and database problems, 1 for
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import click
 import psycopg
@@ -57,7 +57,47 @@ def _register_commands() -> None:
 
     for module in (schema, work, dispatch, units, grant, demo, failed, status, queue):
         for command in module.COMMANDS:
+            _accept_global_options_after(command)
             cli.add_command(command)
+
+
+def _accept_global_options_after(command: click.Command) -> None:
+    """Operators put options after the command (`work default --log-format json`, as
+    with Laravel's artisan): the global options work there too, overriding those before."""
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _accept_global_options_after(subcommand)
+        return
+    taken = {name for param in command.params for name in param.opts}
+    late = [
+        click.Option(["--database-url"], metavar="URL", callback=_late_database_url),
+        click.Option(
+            ["--log-format"], type=click.Choice(get_args(soleil_logging.LogFormat)), callback=_late_logging
+        ),
+        click.Option(["--log-level"], type=click.Choice(list(soleil_logging.LEVELS)), callback=_late_logging),
+        click.Option(["--debug"], is_flag=True, default=None, callback=_late_debug),
+    ]
+    for option in late:
+        if not taken & set(option.opts):
+            option.hidden, option.expose_value = True, False
+            command.params.append(option)
+
+
+def _late_database_url(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(Context).database_url = value  # type: ignore[union-attr]
+
+
+def _late_logging(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and param.name is not None:
+        options = ctx.find_root().params
+        options[param.name] = value
+        soleil_logging.configure(options["log_format"], options["log_level"])
+
+
+def _late_debug(ctx: click.Context, _: click.Parameter, value: bool | None) -> None:
+    if value:
+        ctx.find_object(Context).debug = True  # type: ignore[union-attr]
 
 
 _register_commands()
