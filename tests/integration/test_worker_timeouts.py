@@ -72,3 +72,13 @@ def test_a_transactional_job_blocked_in_the_database_is_cancelled_and_rolled_bac
     runner.dispatch(Sleep(seconds=0, tag="after"))
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'end:after'") == 1)
     assert not worker.stopping
+
+
+def test_a_worker_with_more_stuck_threads_than_slots_exits_1_for_a_clean_restart(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many([Blocked(seconds=3.0), Blocked(seconds=3.0)])
+    worker = start_worker(concurrency=1, timeout_grace=0.2)
+    assert worker.join(10), "the worker should stop by itself"
+    assert (worker.exit_code, worker.stop_reason) == (1, "too many stuck jobs")
+    assert count_failed(conn) == 2
