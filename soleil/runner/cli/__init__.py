@@ -105,7 +105,8 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="soleil-runner", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="soleil-runner", standalone_mode=False)
     except click.exceptions.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort) or EOF
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def exit_code_for(exc: SoleilError) -> int:
