@@ -637,7 +637,15 @@ class Worker:
             if executor.abandoned or not executor.overdue(now):
                 continue
             if not executor.timed_out:
-                log.warning("job.timeout", job_id=executor.current.id if executor.current else None)
+                claimed = executor.current
+                if claimed is not None:
+                    log.warning(
+                        "job.timeout",
+                        job_id=claimed.id,
+                        queue=claimed.queue,
+                        job=claimed.name,
+                        attempt=claimed.attempt,
+                    )
                 executor.interrupt()
             elif now >= executor.deadline + self.options.timeout_grace:
                 self._abandon(executor)
@@ -649,7 +657,14 @@ class Worker:
         claimed, backend_pid = taken
         self._abandoned += 1
         self._executors.remove(executor)
-        log.error("job.abandoned", job_id=claimed.id, job=claimed.name, thread=executor.thread.name)
+        log.error(
+            "job.abandoned",
+            job_id=claimed.id,
+            queue=claimed.queue,
+            job=claimed.name,
+            attempt=claimed.attempt,
+            thread=executor.thread.name,
+        )
         if backend_pid is not None:
             # Its transaction holds the job row; end it so the outcome can be written.
             with self.pool.connection() as conn:

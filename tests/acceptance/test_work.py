@@ -3,6 +3,7 @@ the exit codes of --max-jobs, --max-time, --stop-when-empty and --memory."""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -10,10 +11,10 @@ import psycopg
 from psycopg import conninfo
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS, log_events, named
-from tests.apps.basic import Doomed, Flaky, Record
+from tests.acceptance.support import APPS, log_events, named, wait_exit
+from tests.apps.basic import Doomed, Flaky, Record, Sleep
 from tests.conftest import Processes
-from tests.helpers import count_jobs, scalar
+from tests.helpers import count_jobs, scalar, wait_for
 
 FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 JOB_FIELDS = {"job_id", "queue", "job", "attempt"}
@@ -129,3 +130,34 @@ def test_memory_limit_exits_12(
     events = log_events(result.stderr)
     assert named(events, "worker.memory_exceeded")[0]["limit_mb"] == 1
     assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+
+
+def test_timeout_fails_a_stuck_job_and_the_worker_goes_on(
+    processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    stuck = runner.dispatch(Sleep(seconds=30, tag="stuck"))  # time.sleep ignores the JobTimeout
+    after = runner.dispatch(Record(tag="after"))
+    began = time.monotonic()
+    worker = processes.soleil(
+        "work", "default", "--app", APPS, "--timeout", "0.3", "--timeout-grace", "0.3", *FAST,
+        database_url=runner.database_url,
+    )  # fmt: skip
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'after'"), what="the next job"
+    )
+    assert time.monotonic() - began < 15  # not the 30 s the stuck job wanted
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (stuck,))
+    assert exception.startswith("JobTimeout: attempt exceeded the job's timeout of 0.3 s"), exception
+    worker.send_signal(signal.SIGTERM)
+    assert wait_exit(worker) == 0
+    events = log_events(processes.output(worker)[1])
+    for name in ("job.timeout", "job.abandoned"):
+        (event,) = named(events, name)
+        assert (event["job_id"], event["queue"], event["job"], event["attempt"]) == (
+            stuck,
+            "default",
+            "tests.sleep",
+            1,
+        )
+    assert [e["job_id"] for e in named(events, "job.completed")] == [after]
+    assert count_jobs(conn) == 0
