@@ -228,3 +228,34 @@ def test_an_unreachable_database_is_one_clear_error(monkeypatch: pytest.MonkeyPa
     message = str(caught.value)
     assert message.startswith("cannot reach the database at app@127.0.0.1:1/app")
     assert "\n" not in message and "secret-pw" not in message
+
+
+@pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])
+def test_concurrent_dispatches_of_one_unique_key_enqueue_it_once(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], first_commits: bool
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with psycopg.connect(database_url) as first, ThreadPoolExecutor(1) as pool:
+        first_id = runner.dispatch(Record(tag="first"), unique_key="once", connection=first)
+        assert first_id is not None
+        second = pool.submit(runner.dispatch, Record(tag="second"), unique_key="once")
+        wait_for(
+            lambda: scalar(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ),
+            what="the second dispatch to wait for the first transaction",
+        )
+        if first_commits:
+            first.commit()
+        else:
+            first.rollback()
+        second_id = second.result(timeout=10)
+    if first_commits:
+        assert second_id is None
+        assert conn.execute("SELECT payload->>'tag' FROM soleil.jobs").fetchall() == [("first",)]
+    else:
+        assert second_id is not None
+        assert conn.execute("SELECT payload->>'tag' FROM soleil.jobs").fetchall() == [("second",)]
