@@ -18,7 +18,7 @@ def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
     worker = start_worker(concurrency=1)
-    running = runner.dispatch(Sleep(seconds=0.5, tag="running"))
+    running = runner.dispatch(Sleep(seconds=1.0, tag="running"))
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the job to start")
     # Jobs claimed by this worker but not started yet (what a batch claim leaves
     # in the executors' inbox when the stop arrives).
