@@ -105,7 +105,7 @@ def test_a_delayed_job_runs_when_due_even_when_the_worker_polls_rarely(
         what="the delayed job to run",
     )
     assert ran_at >= due, "ran before it was due"
-    assert ran_at - due < timedelta(seconds=0.5), f"picked up {ran_at - due} after it was due"
+    assert ran_at - due < timedelta(seconds=1.0), f"picked up {ran_at - due} after it was due"
 
 
 def test_available_at_holds_a_job_back_until_then(
@@ -121,7 +121,7 @@ def test_available_at_holds_a_job_back_until_then(
         timeout=5.0,
         what="the scheduled job to run",
     )
-    assert at <= ran_at < at + timedelta(seconds=0.5)
+    assert at <= ran_at < at + timedelta(seconds=1.0)
 
 
 def test_a_worker_does_not_run_a_job_before_its_delay(

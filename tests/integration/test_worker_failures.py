@@ -187,7 +187,7 @@ def test_a_retry_runs_when_its_backoff_ends_not_at_the_next_poll(
     wait_for(lambda: count_failed(conn) == 1, timeout=5.0, what="both attempts")
     first, second = run_times(conn, job_id)
     gap = (second - first).total_seconds()
-    assert 0.3 <= gap < 1.0, f"second attempt {gap:.2f} s after the first"
+    assert 0.3 <= gap < 1.5, f"second attempt {gap:.2f} s after the first"
 
 
 def test_a_hook_that_swallows_a_database_error_does_not_block_the_move(

@@ -12,7 +12,7 @@ from soleil.runner import Runner
 from tests.apps.basic import Record
 from tests.helpers import count_jobs, scalar, wait_for
 
-PICKUP_SECONDS = 0.5  # far below the 30 s poll these workers use
+PICKUP_SECONDS = 1.0  # far below the 30 s poll these workers use
 
 
 def idle_worker(
