@@ -1,7 +1,8 @@
 """A hypothesis state machine drives jobs through their whole life against the
 real database and the real claim, execute, outcome, completion and rescue code:
-dispatch, claim, run (succeed or fail), batch completion, worker death, rescue,
-a dead worker waking up and running what it had claimed, and `failed retry`.
+dispatch, claim, run (succeed or fail), batch completion, graceful stop, worker
+death, rescue, a dead worker waking up and running what it had claimed, and
+`failed retry`.
 
 After every step it checks that no job is lost, that no job ran successfully
 twice unless a worker holding it was killed, and that every transactional job's
@@ -35,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from soleil.runner import Runner, Worker, WorkerOptions, failed, lease
+from soleil.runner import claim as claiming
 from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.complete import Completer
 from soleil.runner.execute import Executor
@@ -204,6 +206,23 @@ class Lifecycle(RuleBasedStateMachine):
         for key in simulated.unflushed:
             self.jobs[key].rerun_allowed += 1  # it ran, but its completion died with the worker
         simulated.register(self.conn)  # systemd starts a new process
+
+    @rule(index=st.integers(0, 1))
+    def stop_gracefully(self, index: int) -> None:
+        """SIGTERM, in the order the worker's shutdown uses: give back claimed jobs
+        that never started (their attempt too), flush completions, unregister."""
+        simulated = self.workers[index]
+        before = {job.id: job.attempt for job in simulated.claimed}
+        released = claiming.release(self.conn, simulated.claimed, simulated.worker.id)
+        assert released == len(before)
+        self.flush_worker(simulated)
+        lease.unregister(self.conn, simulated.worker.id)
+        for job_id, attempt in before.items():
+            row = self.conn.execute(
+                "SELECT attempts, reserved_by FROM soleil.jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+            assert row == (attempt - 1, None), f"job {job_id} was not given back as it was: {row}"
+        simulated.register(self.conn)
 
     @rule(index=st.integers(0, 1), limit=st.integers(1, 4))
     def claim_then_die(self, index: int, limit: int) -> None:
