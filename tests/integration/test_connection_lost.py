@@ -7,6 +7,7 @@ import functools
 from typing import Any
 
 import psycopg
+from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import InsertRow, Sleep
@@ -30,14 +31,17 @@ def test_a_worker_survives_all_its_connections_being_terminated(
     def ended() -> int:
         return int(scalar(conn, "SELECT count(*) FROM public.runs WHERE tag LIKE 'end:%'"))
 
-    for cut in (1, 2, 3):
-        target = ended() + 10
-        wait_for(functools.partial(lambda t: ended() > t, target), what=f"progress before cut {cut}")
-        assert scalar(conn, TERMINATE_OTHERS) >= 2
-        wait_for(
-            functools.partial(lambda c: listener.connections > c, cut),
-            what=f"the listener to reconnect ({cut})",
-        )
+    with capture_logs() as logs:
+        for cut in (1, 2, 3):
+            target = ended() + 10
+            wait_for(functools.partial(lambda t: ended() > t, target), what=f"progress before cut {cut}")
+            assert scalar(conn, TERMINATE_OTHERS) >= 2
+            wait_for(
+                functools.partial(lambda c: listener.connections > c, cut),
+                what=f"the listener to reconnect ({cut})",
+            )
+    logged = {entry["event"] for entry in logs}
+    assert {"listener.disconnected", "listener.reconnected"} <= logged, "an operator sees the outage"
     wait_for(lambda: count_jobs(conn) == 0, timeout=30, what="every job to complete")
     assert count_failed(conn) == 0
     finished = {r[0] for r in conn.execute("SELECT job_id FROM public.runs WHERE tag LIKE 'end:%'")}
