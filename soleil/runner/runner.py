@@ -66,6 +66,9 @@ class Runner:
         return self._pool
 
     def _open_pool(self) -> ConnectionPool:
+        # One direct attempt first: a wrong or unreachable database fails at once
+        # with libpq's reason, instead of after the pool's open timeout.
+        db.connect(self.database_url).close()
         pool = db.make_pool(self.database_url, max_size=self.pool_size, name="soleil-runner")
         try:
             pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_SECONDS)
