@@ -18,8 +18,8 @@ from soleil.runner.errors import (
 )
 from soleil.runner.events import Event, EventContext, Events, Listener
 from soleil.runner.job import Job, JobContext
-from soleil.runner.queries import Query, sql_root
-from soleil.runner.queries import parse as parse_queries
+from soleil.runner.migrate import apply_migrations
+from soleil.runner.queries import SqlStatements, sql_root
 from soleil.runner.runner import Runner
 from soleil.runner.worker import Worker, WorkerOptions
 
@@ -37,14 +37,14 @@ __all__ = [
     "Listener",
     "PayloadTooLarge",
     "PermanentFailure",
-    "Query",
     "Runner",
     "SchemaNotReady",
     "SoleilError",
+    "SqlStatements",
     "UnknownJob",
     "Worker",
     "WorkerLost",
     "WorkerOptions",
-    "parse_queries",
+    "apply_migrations",
     "sql_root",
 ]

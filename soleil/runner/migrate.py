@@ -6,26 +6,44 @@ hosts running `migrate` at once end with the same schema and no error.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from soleil.runner import queries
 from soleil.runner.errors import SchemaNotReady
 
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
 
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
-    """Apply what is missing; returns the versions applied now."""
+    """Apply what is missing of the runner's schema; returns the versions applied now."""
+    return apply_migrations(conn, queries.sql_root() / "migrations", "soleil")
+
+
+def apply_migrations(conn: psycopg.Connection[Any], directory: Path, schema: str) -> list[int]:
+    """Apply the NNNN_name.sql files of `directory` not yet recorded in
+    `<schema>.migrations`: all in one transaction, under an advisory lock named
+    after the schema. Applications (the booking app) keep their own stream this way."""
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+
+    def statement(name: str) -> sql.Composed:
+        return sql.SQL(queries.get(name)).format(schema=sql.Identifier(schema))
+
     applied_now: list[int] = []
     with conn.transaction():
-        conn.execute(queries.get("migration_lock"))
-        conn.execute(queries.get("migration_table_create"))
-        done = {row[0] for row in conn.execute(queries.get("migration_applied"))}
-        for version, name, sql in queries.migrations():
+        conn.execute(queries.get("migration_lock"), {"lock_name": f"{schema}.migrate"})
+        conn.execute(statement("migration_table_create"))
+        done = {row[0] for row in conn.execute(statement("migration_applied"))}
+        for version, name, text in queries.migrations(directory):
             if version in done:
                 continue
-            conn.execute(sql.encode())
-            conn.execute(queries.get("migration_record"), {"version": version, "name": name})
+            conn.execute(text.encode())
+            conn.execute(statement("migration_record"), {"version": version, "name": name})
             applied_now.append(version)
     return applied_now
 

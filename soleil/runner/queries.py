@@ -8,8 +8,9 @@ right after it document the statement. The files ship inside the wheel as
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal, LiteralString, cast
 
@@ -57,29 +58,57 @@ def _strip_comments(body: str) -> str:
     return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
 
 
-@cache
+class SqlStatements:
+    """Named statements read once from SQL files, on first use. Soleil's own live
+    in sql/queries/*.sql; an application can keep its statements the same way."""
+
+    def __init__(self, paths: Callable[[], list[Path]]) -> None:
+        self._paths = paths
+        self._loaded: dict[str, Query] | None = None
+        self._lock = threading.Lock()
+
+    def all(self) -> dict[str, Query]:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = self._load()
+        return self._loaded
+
+    def _load(self) -> dict[str, Query]:
+        loaded: dict[str, Query] = {}
+        for path in self._paths():
+            for name, query in parse(path.read_text(encoding="utf-8"), str(path)).items():
+                if name in loaded:
+                    raise ValueError(f"{path}: statement {name!r} is also defined in another file")
+                loaded[name] = query
+        return loaded
+
+    def get(self, name: str) -> LiteralString:
+        """The SQL text of a named statement."""
+        try:
+            return self.all()[name].sql
+        except KeyError:
+            places = ", ".join(str(path) for path in self._paths())
+            raise KeyError(f"no SQL statement named {name!r} in {places}") from None
+
+
+RUNNER_STATEMENTS = SqlStatements(lambda: sorted((sql_root() / "queries").glob("*.sql")))
+
+
 def load_all() -> dict[str, Query]:
-    queries: dict[str, Query] = {}
-    for path in sorted((sql_root() / "queries").glob("*.sql")):
-        for name, query in parse(path.read_text(encoding="utf-8"), str(path)).items():
-            if name in queries:
-                raise ValueError(f"{path}: statement {name!r} is also defined in another file")
-            queries[name] = query
-    return queries
+    return RUNNER_STATEMENTS.all()
 
 
 def get(name: str) -> LiteralString:
-    """The SQL text of a named statement."""
-    try:
-        return load_all()[name].sql
-    except KeyError:
-        raise KeyError(f"no SQL statement named {name!r} in {sql_root() / 'queries'}") from None
+    """The SQL text of one of the runner's named statements."""
+    return RUNNER_STATEMENTS.get(name)
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every migration file, in order."""
+def migrations(directory: Path | None = None) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration file NNNN_name.sql in `directory`
+    (default: the runner's sql/migrations), in order."""
     found: list[tuple[int, str, str]] = []
-    for path in sorted((sql_root() / "migrations").glob("*.sql")):
+    for path in sorted((directory or sql_root() / "migrations").glob("[0-9]*.sql")):
         match = re.fullmatch(r"(\d{4})_([a-z0-9_]+)\.sql", path.name)
         if not match:
             raise ValueError(f"{path}: migration files are named NNNN_name.sql")

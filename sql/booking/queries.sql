@@ -2,24 +2,6 @@
 -- sql/queries/*.sql: `-- name: <name> :<one|many|none|rowcount>` headers,
 -- loaded by soleil/booking/sql.py with soleil.runner.parse_queries.
 
--- name: booking_migration_lock :none
--- Two processes migrating at once queue up here; the lock ends with the transaction.
-SELECT pg_advisory_xact_lock(hashtext('soleil.booking.migrate'));
-
--- name: booking_migration_table_create :none
-CREATE SCHEMA IF NOT EXISTS booking;
-CREATE TABLE IF NOT EXISTS booking.migrations (
-    version    integer     PRIMARY KEY,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-
--- name: booking_migration_applied :many
-SELECT version FROM booking.migrations ORDER BY version;
-
--- name: booking_migration_record :none
-INSERT INTO booking.migrations (version, name) VALUES (%(version)s, %(name)s);
-
 -- name: room_upsert :one
 -- Seeding: a room by name, created when missing.
 INSERT INTO booking.rooms (name, capacity) VALUES (%(name)s, %(capacity)s)

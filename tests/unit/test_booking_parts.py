@@ -11,7 +11,7 @@ import pytest
 
 from soleil.booking import BookingRequest, SmtpSettings, ValidationFailed
 from soleil.booking import sql as booking_sql
-from soleil.runner import ConfigurationError
+from soleil.runner import ConfigurationError, queries
 
 TODAY = date(2030, 5, 10)
 
@@ -64,8 +64,8 @@ def test_smtp_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_booking_sql_files_load() -> None:
-    assert [version for version, _, _ in booking_sql.migrations()] == [1]
-    assert "EXCLUDE USING gist" in booking_sql.migrations()[0][2]
+    assert [version for version, _, _ in queries.migrations(booking_sql.booking_sql_dir())] == [1]
+    assert "EXCLUDE USING gist" in queries.migrations(booking_sql.booking_sql_dir())[0][2]
     assert "ON CONFLICT (request_id)" in booking_sql.get("booking_insert")
     with pytest.raises(KeyError, match="no SQL statement named"):
         booking_sql.get("nope")
