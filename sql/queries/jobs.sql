@@ -100,10 +100,22 @@ CROSS JOIN LATERAL (
 -- Delete a batch of finished jobs, fenced by holder and attempt so a job that
 -- was rescued and re-claimed elsewhere is never completed by its old holder,
 -- and add the batch's per-minute statistics in the same statement.
+-- Each row is looked up by primary key (`held`), then deleted by its ctid: a row
+-- changed meanwhile (rescued, re-claimed) has a new ctid and is left alone. A
+-- join on the ids let the planner scan jobs_reserved_by_idx instead (statistics
+-- say a worker holds a row or two), and until vacuum that index holds an entry
+-- for every job the worker ever completed: a flush took 1.5 ms after 500 jobs and
+-- 21 ms after 20,000. COALESCE keeps that index (and its implied predicate) out.
 WITH done AS (
     DELETE FROM soleil.jobs j
-    USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS f(id, attempts)
-    WHERE j.id = f.id AND j.attempts = f.attempts AND j.reserved_by = %(worker_id)s
+    WHERE j.ctid = ANY (ARRAY(
+        SELECT held.ctid
+        FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS f(id, attempts)
+        CROSS JOIN LATERAL (
+            SELECT c.ctid FROM soleil.jobs c
+            WHERE c.id = f.id AND c.attempts = f.attempts AND COALESCE(c.reserved_by, 0) = %(worker_id)s
+        ) held
+    ))
     RETURNING j.id
 ), stats AS (
     INSERT INTO soleil.queue_stats AS s (queue, minute, completed, failed, retried, runtime_ms, wait_ms)
