@@ -38,6 +38,14 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
     "--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once."
 )
 @click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Jobs claimed ahead of free executors: fewer, larger claims. Unstarted ones go back on "
+    "stop; a killed worker has used an attempt of each.",
+)
+@click.option(
     "--sleep",
     type=click.FloatRange(min=0.01),
     default=3.0,
