@@ -85,13 +85,30 @@ RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_a
 
 -- name: job_next_available_at :one
 -- When the next waiting job of these queues becomes due (NULL: none waiting).
+-- Read from jobs_claim_idx like the claim: within a queue and priority the index
+-- is ordered by available_at, so the earliest job is the first entry of each
+-- priority that has waiting jobs (found by one descent each, as in the claim).
 SELECT extract(epoch FROM min(next.available_at))::float8 AS due_epoch,
        extract(epoch FROM now())::float8 AS now_epoch
 FROM unnest(%(queues)s::text[]) AS q(name)
 CROSS JOIN LATERAL (
+    WITH RECURSIVE levels(priority) AS (
+        (SELECT j.priority FROM soleil.jobs j
+         WHERE j.queue = q.name AND j.reserved_by IS NULL
+         ORDER BY j.priority DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM soleil.jobs j
+                WHERE j.queue = q.name AND j.reserved_by IS NULL AND j.priority < levels.priority
+                ORDER BY j.priority DESC LIMIT 1)
+        FROM levels
+        WHERE levels.priority IS NOT NULL
+    )
+    SELECT levels.priority FROM levels WHERE levels.priority IS NOT NULL
+) level
+CROSS JOIN LATERAL (
     SELECT j.available_at
     FROM soleil.jobs j
-    WHERE j.queue = q.name AND j.reserved_by IS NULL
+    WHERE j.queue = q.name AND j.priority = level.priority AND j.reserved_by IS NULL
     ORDER BY j.available_at
     LIMIT 1
 ) next;
