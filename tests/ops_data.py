@@ -6,7 +6,6 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers import scalar
 
 
 def insert_failed(
@@ -36,14 +35,17 @@ def insert_failed(
 
 
 def assert_nothing_lost_or_duplicated(conn: psycopg.Connection[Any], expected_total: int) -> tuple[int, int]:
-    """Every payload is in exactly one of jobs and failed_jobs; returns (jobs, failed)."""
-    jobs = int(scalar(conn, "SELECT count(*) FROM soleil.jobs"))
-    failed = int(scalar(conn, "SELECT count(*) FROM soleil.failed_jobs"))
+    """Every payload is in exactly one of jobs and failed_jobs; returns (jobs, failed).
+
+    All three counts come from one statement, so one snapshot: a chunk committed
+    between two separate counts would otherwise be counted twice or not at all."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM soleil.jobs), (SELECT count(*) FROM soleil.failed_jobs),"
+        " (SELECT count(DISTINCT payload) FROM (SELECT payload FROM soleil.jobs"
+        "  UNION ALL SELECT payload FROM soleil.failed_jobs) p)"
+    ).fetchone()
+    assert row is not None
+    jobs, failed, distinct = (int(x) for x in row)
     assert jobs + failed == expected_total, (jobs, failed)
-    distinct = scalar(
-        conn,
-        "SELECT count(DISTINCT payload) FROM (SELECT payload FROM soleil.jobs "
-        "UNION ALL SELECT payload FROM soleil.failed_jobs) p",
-    )
     assert distinct == expected_total, "a payload appears twice"
     return jobs, failed
