@@ -7,7 +7,6 @@ from typing import Any
 import psycopg
 
 
-
 def insert_failed(
     conn: psycopg.Connection[Any],
     count: int,

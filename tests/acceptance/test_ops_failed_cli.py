@@ -136,12 +136,14 @@ def test_retry_all_killed_half_way_loses_and_duplicates_nothing(
     # The killed client's backend may still be finishing a COMMIT it had already received; count
     # only once it is gone, so nothing can land after the count (and no transaction is left open).
     wait_for(
-        lambda: scalar(
-            conn,
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        == 0,
+        lambda: (
+            scalar(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            == 0
+        ),
         timeout=30,
         what="the killed process's backend to end",
     )
