@@ -26,8 +26,23 @@ def pickup_latency(runner: Runner, conn: psycopg.Connection[Any], timeout: float
     return float(started) - sent_at
 
 
-def pickup_latencies(runner: Runner, conn: psycopg.Connection[Any], count: int) -> list[float]:
-    return [pickup_latency(runner, conn) for _ in range(count)]
+def pickup_latencies(
+    runner: Runner, conn: psycopg.Connection[Any], count: int, *, warmup: int = 0, gap: float = 0.0
+) -> list[float]:
+    """`count` pickups, one job at a time. The `warmup` pickups before them are not kept
+    (the first jobs after a (re)connect pay for new connections and plan caching). Before
+    each job: the previous one has completed, then `gap` seconds, so the workers are idle
+    (waiting for a notification) when it is dispatched."""
+    latencies = []
+    for _ in range(warmup + count):
+        wait_for(
+            lambda: scalar(conn, "SELECT count(*) FROM soleil.jobs") == 0,
+            interval=0.005,
+            what="the previous job to complete",
+        )
+        time.sleep(gap)  # pacing between samples, not a wait for a condition
+        latencies.append(pickup_latency(runner, conn))
+    return latencies[warmup:]
 
 
 def describe_ms(latencies: list[float]) -> str:

@@ -19,6 +19,13 @@ from tests.pgcluster import Cluster
 JOBS = 3_000
 SECRET = "Restart-S3cret"  # half plain, half transactional
 
+# Idle pickup, measured identically before and after the restart: the median of 20 jobs dispatched
+# one at a time (each after the previous one completed, plus a short gap so the workers are idle), after
+# 3 warm-up jobs that are not counted. A median of few samples, with the first pickups after a reconnect
+# (new connections, plans not yet cached) among them, swung past 10 ms on a loaded machine.
+SAMPLES, WARMUP, GAP = 20, 3, 0.02
+SLOW_MACHINE_FACTOR = 2
+
 LISTENERS = (
     "SELECT count(*) FROM pg_stat_activity"
     " WHERE application_name = 'soleil-listener' AND datname = current_database()"
@@ -40,7 +47,7 @@ def test_workers_survive_a_database_restart_and_pick_up_fast_again(
     workers = [spawn_worker("--concurrency", "4", "--sleep", "30", url=with_password) for _ in range(2)]
     with psycopg.connect(chaos_url, autocommit=True) as conn:
         wait_for(lambda: scalar(conn, LISTENERS) == 2, timeout=30, what="both workers to listen")
-        before = pickup_latencies(chaos_runner, conn, 10)
+        before = pickup_latencies(chaos_runner, conn, SAMPLES, warmup=WARMUP, gap=GAP)
         conn.execute("TRUNCATE public.runs")
 
     jobs: list[Job] = []
@@ -64,13 +71,18 @@ def test_workers_survive_a_database_restart_and_pick_up_fast_again(
 
         wait_for(lambda: scalar(conn, LISTENERS) == 2, timeout=30, what="both listeners to re-subscribe")
         conn.execute("TRUNCATE public.runs")
-        latencies = pickup_latencies(chaos_runner, conn, 20)
+        latencies = pickup_latencies(chaos_runner, conn, SAMPLES, warmup=WARMUP, gap=GAP)
     print(
         f"\ndatabase restart with {remaining_at_restart} jobs left; idle pickup before: "
         f"{describe_ms(before)}; after: {describe_ms(latencies)}"
     )
-    # Under 10 ms on a quiet machine; on a loaded one, back to what it was before.
-    assert statistics.median(latencies) < max(0.010, 2 * statistics.median(before))
+    # "Idle pickup latency is back under 10 ms afterwards": under 10 ms on a quiet machine. On a
+    # loaded one (CI shares 2 cores) an idle pickup itself can take longer, restart or not; then the
+    # after-restart median must be back within a small factor of the baseline measured the same way
+    # on the same machine moments before. Either way a worker still polling (--sleep 30) or a
+    # listener that never re-subscribed would show seconds, not milliseconds.
+    after_ms, before_ms = statistics.median(latencies) * 1000, statistics.median(before) * 1000
+    assert after_ms < 10 or after_ms < SLOW_MACHINE_FACTOR * before_ms, (after_ms, before_ms)
     logs = "".join(processes.output(w)[1] for w in workers)
     assert "listener.reconnected" in logs
     assert "database.unavailable" in logs or "listener.disconnected" in logs
