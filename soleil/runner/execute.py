@@ -1,13 +1,8 @@
 """Executors: the threads that run claimed jobs, one job at a time each.
 
-Python cannot kill a thread, so a timeout works in three steps (see
-docs/guarantees.md): at the deadline the executor gets a JobTimeout raised
-inside the job's Python code (and a transactional job's running query is
-cancelled; `statement_timeout` bounds each of its statements anyway); if the job
-still has not returned after the grace period, the worker abandons the thread,
-records the attempt as timed out, and starts a fresh executor in its place;
-when more threads are stuck than the worker has slots, the worker exits and
-systemd starts a clean process, as Laravel's worker does.
+An executor also offers what the timeout watch (timeouts.py) needs to stop a job
+that overran: interrupt() raises JobTimeout inside the job and cancels its query;
+abandon() gives the thread up.
 """
 
 from __future__ import annotations
@@ -197,15 +192,3 @@ def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) ->
 def _clear_async_exception(thread: threading.Thread) -> None:
     if thread.ident is not None and thread is threading.current_thread():
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
-
-
-def record_abandoned(worker: Worker, claimed: ClaimedJob, timeout: float, grace: float) -> None:
-    exc = JobTimeout(
-        f"attempt exceeded the job's timeout of {timeout:g} s and did not stop within "
-        f"{grace:g} s; its thread was abandoned"
-    )
-    try:
-        instance: Job | None = load_payload(worker.registry.lookup(claimed.name), claimed.payload)
-    except Exception:
-        instance = None
-    handle_failure(worker, claimed, instance, exc, (timeout + grace) * 1000.0)

@@ -8,30 +8,28 @@ claimed-but-unstarted jobs, flush completions, unregister and close.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
-import resource
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from soleil.runner import backoff as backoff_rules
 from soleil.runner import claim as claiming
-from soleil.runner import control, db, lease
+from soleil.runner import control, db, lease, limits, timeouts
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.complete import Completer
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
-from soleil.runner.execute import Executor, record_abandoned
+from soleil.runner.execute import Executor
 from soleil.runner.job import REGISTRY, Job, JobContext, Registry
 from soleil.runner.listener import Listener
 from soleil.runner.migrate import check_schema
 from soleil.runner.names import channel, parse_queue_list, validate_queue
+from soleil.runner.options import WorkerOptions
 from soleil.runner.sdnotify import Notifier
+from soleil.runner.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from soleil.runner.runner import Runner
@@ -43,10 +41,6 @@ HOUSEKEEPING_TICK_SECONDS = 0.5
 # How long start-up waits for the LISTEN connection; then the worker polls, and
 # tells systemd READY=1 only once the listener gets through.
 LISTENER_READY_WAIT_SECONDS = 10.0
-# A notification due this close to now is claimed at once: the database clock is
-# only known to within the look-up's round trip, and a busy host stretches that to
-# milliseconds. Claiming a job that is not quite due yet just finds nothing.
-DUE_SLACK_SECONDS = 0.025
 # How often the worker re-reads pause and restart from the database, in case its
 # listener missed the NOTIFY: one small query, never on the per-job path.
 CONTROL_READ_SECONDS = 1.0
@@ -56,65 +50,7 @@ STATUS_INTERVAL_SECONDS = 1.0  # how often systemd's STATUS= may change
 MAIN_LOOP_POOL_WAIT_SECONDS = 5.0
 EXIT_OK = 0
 EXIT_STUCK = 1
-EXIT_MEMORY = 12  # as Laravel's worker
-
-
-@dataclass
-class WorkerOptions:
-    """A worker's settings; the names follow `soleil-runner work`'s options."""
-
-    concurrency: int = 1
-    sleep: float = 3.0  # seconds between polls when no notification arrives
-    tries: int = 1  # default for jobs that do not set `tries`
-    backoff: backoff_rules.BackoffSpec = 0  # default for jobs that do not set `backoff`
-    timeout: float = 60.0  # default seconds per attempt for jobs that do not set `timeout`
-    max_jobs: int | None = None
-    max_time: float | None = None  # seconds
-    memory_mb: int | None = None
-    stop_when_empty: bool = False
-    heartbeat_interval: float = 10.0  # a silent worker loses its jobs after two intervals
-    timeout_grace: float = 5.0  # seconds a job may take to stop after its timeout
-    stop_grace: float = 60.0  # seconds running jobs may take to finish after SIGTERM
-    completion_interval: float = 0.05
-    completion_batch: int = 500
-    # Jobs claimed ahead of the free executors (0: claim only for idle ones). More
-    # jobs per claim; those not started when the worker stops are released without
-    # using an attempt, but a killed worker (SIGKILL) has used one for each of them.
-    prefetch: int = 0
-    # A direct connection for LISTEN when the main URL goes through PgBouncer in
-    # transaction mode (LISTEN needs a session); default: the runner's URL.
-    listen_database_url: str | None = None
-
-    def validated(self) -> WorkerOptions:
-        checks: dict[str, bool] = {
-            "concurrency": isinstance(self.concurrency, int) and self.concurrency >= 1,
-            "sleep": self.sleep > 0,
-            "tries": isinstance(self.tries, int) and self.tries >= 1,
-            "timeout": self.timeout > 0,
-            "max_jobs": self.max_jobs is None or self.max_jobs >= 1,
-            "max_time": self.max_time is None or self.max_time > 0,
-            "memory_mb": self.memory_mb is None or self.memory_mb >= 1,
-            "heartbeat_interval": self.heartbeat_interval > 0,
-            "timeout_grace": self.timeout_grace >= 0,
-            "stop_grace": self.stop_grace >= 0,
-            "completion_interval": self.completion_interval > 0,
-            "completion_batch": self.completion_batch >= 1,
-            "prefetch": isinstance(self.prefetch, int) and self.prefetch >= 0,
-        }
-        for field, ok in checks.items():
-            if not ok:
-                raise ConfigurationError(f"invalid worker option {field}={getattr(self, field)!r}")
-        try:
-            backoff_rules.validate(self.backoff)
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid worker option backoff: {exc}") from None
-        if self.listen_database_url:
-            db.resolve_url(self.listen_database_url)
-        return self
-
-    @property
-    def lease_seconds(self) -> float:
-        return 2 * self.heartbeat_interval
+EXIT_MEMORY = limits.EXIT_MEMORY
 
 
 class Worker:
@@ -154,21 +90,18 @@ class Worker:
         self.hard_stopped = False
         self._stop = threading.Event()
         self._stop_now = threading.Event()  # stop without waiting for running jobs
-        self._wake = threading.Event()
-        self._work_ready = True
+        self.wakeup = Wakeup()
         self._ready = threading.Event()
         self._slots = threading.Condition()
         self._busy = 0
         self._claimed = 0
         self._handed_back: list[ClaimedJob] = []
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
-        self._executors: list[Executor] = []
+        self.executors: list[Executor] = []
         self._executor_numbers = 0
         self._abandoned = 0
         self._paused: set[str] = set()
         self._restart_token: str | None = None  # the restart request in force when this worker started
-        self._next_due: float | None = None  # local wall-clock time of the next delayed job
-        self._clock_offset = 0.0  # database clock - local clock
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
         self.pool: ConnectionPool = db.make_pool(
@@ -190,7 +123,7 @@ class Worker:
             if exit_code is not None:
                 self.exit_code = exit_code
             self._stop.set()
-        self._wake.set()
+        self.wakeup.ring()
         with self._slots:
             self._slots.notify_all()
 
@@ -321,7 +254,8 @@ class Worker:
             self.options.listen_database_url or self.runner.database_url,
             [channel(q) for q in self.queues] + [CONTROL_CHANNEL],
             self._on_notify,
-            self._on_listener_connect,
+            # A notification may have been missed while disconnected: look now.
+            self.wakeup.work_waiting,
         )
         self.listener.start()
         listening = self.listener.ready.wait(LISTENER_READY_WAIT_SECONDS)
@@ -347,10 +281,20 @@ class Worker:
         self._status = self._status_text()
         self.notifier.ready(self._status)
 
+    def replace_executor(self, abandoned: Executor) -> None:
+        """A fresh executor takes the slot of one abandoned after its timeout."""
+        self._abandoned += 1
+        self.executors.remove(abandoned)
+        self._add_executor()
+        self.job_finished()
+        if self._abandoned > self.options.concurrency:
+            log.error("worker.too_many_stuck_jobs", stuck=self._abandoned)
+            self.request_stop("too many stuck jobs", EXIT_STUCK)
+
     def _add_executor(self) -> None:
         self._executor_numbers += 1
         executor = Executor(self, self._inbox, self._executor_numbers)
-        self._executors.append(executor)
+        self.executors.append(executor)
         executor.start()
 
     def _shutdown(self) -> None:
@@ -358,11 +302,11 @@ class Worker:
         self.notifier.stopping(self._status)
         log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
         drained = self._wait_drained(self.options.stop_grace)
-        for _ in self._executors:
+        for _ in self.executors:
             self._inbox.put(None)
         if not drained:
             self.hard_stopped = True
-            stuck = [e.current.id for e in self._executors if e.current is not None]
+            stuck = [e.current.id for e in self.executors if e.current is not None]
             log.error(
                 "worker.stop_timeout",
                 worker_id=self.id,
@@ -415,7 +359,7 @@ class Worker:
     def _loop(self) -> None:
         db_backoff = 0.1
         while not self._stop.is_set():
-            self._housekeeping(work_waiting=self._work_ready)
+            self._housekeeping(work_waiting=self.wakeup.work_ready)
             free = self._acquire_slots(self._tick)
             if not free:
                 continue
@@ -447,7 +391,7 @@ class Worker:
             free = min(free, self.options.max_jobs - self._claimed)
         if not queues or free <= 0:
             return []
-        self._work_ready = False
+        self.wakeup.work_ready = False
         with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as conn:
             jobs = claiming.claim(
                 conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
@@ -467,9 +411,7 @@ class Worker:
             # The claimed jobs are already with the executors: keep them, poll instead.
             log.warning("database.unavailable", during="next_due", error=str(exc).strip())
             return
-        # The database read its clock between sending and receiving: take the midpoint.
-        self._clock_offset = db_now - (sent + time.time()) / 2
-        self._next_due = None if due is None else due - self._clock_offset
+        self.wakeup.learn_next_due(due, db_now, sent)
 
     def _acquire_slots(self, timeout: float) -> int:
         """Wait for free executors; reserve all that are free, plus the prefetch allowance."""
@@ -495,38 +437,21 @@ class Worker:
     def _wait_for_work(self) -> None:
         """Sleep until a notification, the next delayed job, the poll interval or a stop."""
         self._poll_at = time.monotonic() + self.options.sleep
-        while not self._stop.is_set() and not self._work_ready:
+        while not self._stop.is_set() and not self.wakeup.work_ready:
             if self.options.stop_when_empty and self.running == 0:
                 return  # the last running job may have been the last one: look again
             now = time.monotonic()
-            due_in = None if self._next_due is None else self._next_due - time.time()
+            due_in = self.wakeup.due_in()
             if now >= self._poll_at or (due_in is not None and due_in <= 0):
                 return
-            timeout = min(self._poll_at - now, self._tick, *([due_in] if due_in else []))
-            if self._wake.wait(timeout):
-                self._wake.clear()
-            self._housekeeping(work_waiting=self._work_ready)
+            self.wakeup.wait(min(self._poll_at - now, self._tick, *([due_in] if due_in else [])))
+            self._housekeeping(work_waiting=self.wakeup.work_ready)
 
     def _on_notify(self, channel_name: str, payload: str) -> None:
         if channel_name == CONTROL_CHANNEL:
             self._on_control(payload)
-            return
-        try:
-            due = float(payload) - self._clock_offset
-        except ValueError:
-            due = 0.0
-        if due <= time.time() + DUE_SLACK_SECONDS:
-            self._work_ready = True
-        elif self._next_due is None or due < self._next_due:
-            self._next_due = due
         else:
-            return
-        self._wake.set()
-
-    def _on_listener_connect(self) -> None:
-        # A notification may have been missed while disconnected: look now.
-        self._work_ready = True
-        self._wake.set()
+            self.wakeup.job_notified(payload)
 
     def _on_control(self, payload: str) -> None:
         """Queue control sent through the database (pause, resume, restart)."""
@@ -537,10 +462,10 @@ class Worker:
         elif verb == "resume" and argument in self.queues:
             self._paused.discard(argument)
             log.info("queue.resumed", queue=argument)
-            self._work_ready = True
+            self.wakeup.work_waiting()
         elif verb == "restart":
             self.request_stop("restart requested")
-        self._wake.set()
+        self.wakeup.ring()
 
     # -- housekeeping -------------------------------------------------------------
 
@@ -551,7 +476,7 @@ class Worker:
         if work_waiting and now - self._last_housekeeping < self._tick:
             return
         self._last_housekeeping = now
-        self._check_timeouts(now)
+        timeouts.check(self, now)
         if self.notifier.enabled:
             self._notify_systemd(now)
         if now - self._last_heartbeat >= self.options.heartbeat_interval:
@@ -618,7 +543,7 @@ class Worker:
                 log.info("queue.paused", queue=queue_name)
             for queue_name in sorted(self._paused - state.paused):
                 log.info("queue.resumed", queue=queue_name)
-                self._work_ready = True
+                self.wakeup.work_waiting()
             self._paused = set(state.paused)
         if state.restart_token != self._restart_token:
             self.request_stop("restart requested")
@@ -628,62 +553,14 @@ class Worker:
         try:
             with self.pool.connection(timeout=5.0) as conn:
                 if lease.rescue(conn, self.options.lease_seconds):
-                    self._work_ready = True
+                    self.wakeup.work_waiting()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             log.warning("database.unavailable", during="rescue", error=str(exc).strip())
 
-    def _check_timeouts(self, now: float) -> None:
-        for executor in list(self._executors):
-            if executor.abandoned or not executor.overdue(now):
-                continue
-            if not executor.timed_out:
-                claimed = executor.current
-                if claimed is not None:
-                    log.warning(
-                        "job.timeout",
-                        job_id=claimed.id,
-                        queue=claimed.queue,
-                        job=claimed.name,
-                        attempt=claimed.attempt,
-                    )
-                executor.interrupt()
-            elif now >= executor.deadline + self.options.timeout_grace:
-                self._abandon(executor)
-
-    def _abandon(self, executor: Executor) -> None:
-        taken = executor.abandon()
-        if taken is None:
-            return
-        claimed, backend_pid = taken
-        self._abandoned += 1
-        self._executors.remove(executor)
-        log.error(
-            "job.abandoned",
-            job_id=claimed.id,
-            queue=claimed.queue,
-            job=claimed.name,
-            attempt=claimed.attempt,
-            thread=executor.thread.name,
-        )
-        if backend_pid is not None:
-            # Its transaction holds the job row; end it so the outcome can be written.
-            with self.pool.connection() as conn:
-                conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
-        record_abandoned(self, claimed, self.timeout_for(claimed.name), self.options.timeout_grace)
-        self._add_executor()
-        self.job_finished()
-        if self._abandoned > self.options.concurrency:
-            log.error("worker.too_many_stuck_jobs", stuck=self._abandoned)
-            self.request_stop("too many stuck jobs", EXIT_STUCK)
-
     def _check_limits(self, now: float) -> None:
-        if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
-            self.request_stop("max jobs reached")
-        elif self.options.max_time is not None and now - self._started_at >= self.options.max_time:
-            self.request_stop("max time reached")
-        elif self.options.memory_mb is not None and _rss_mb() >= self.options.memory_mb:
-            log.warning("worker.memory_exceeded", rss_mb=round(_rss_mb(), 1), limit_mb=self.options.memory_mb)
-            self.request_stop("memory limit exceeded", EXIT_MEMORY)
+        reached = limits.reached(self.options, self.processed, now - self._started_at)
+        if reached is not None:
+            self.request_stop(*reached)
 
 
 def _drain(inbox: queue.SimpleQueue[ClaimedJob | None]) -> list[ClaimedJob]:
@@ -697,13 +574,4 @@ def _drain(inbox: queue.SimpleQueue[ClaimedJob | None]) -> list[ClaimedJob]:
             jobs.append(item)
 
 
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * resource.getpagesize() / (1024 * 1024)
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-__all__ = ["Worker", "WorkerOptions", "dataclasses"]
+__all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_STUCK", "Worker", "WorkerOptions"]

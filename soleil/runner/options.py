@@ -1,0 +1,67 @@
+"""A worker's settings, validated once, naming the field that is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from soleil.runner import backoff as backoff_rules
+from soleil.runner import db
+from soleil.runner.errors import ConfigurationError
+
+
+@dataclass
+class WorkerOptions:
+    """A worker's settings; the names follow `soleil-runner work`'s options."""
+
+    concurrency: int = 1
+    sleep: float = 3.0  # seconds between polls when no notification arrives
+    tries: int = 1  # default for jobs that do not set `tries`
+    backoff: backoff_rules.BackoffSpec = 0  # default for jobs that do not set `backoff`
+    timeout: float = 60.0  # default seconds per attempt for jobs that do not set `timeout`
+    max_jobs: int | None = None
+    max_time: float | None = None  # seconds
+    memory_mb: int | None = None
+    stop_when_empty: bool = False
+    heartbeat_interval: float = 10.0  # a silent worker loses its jobs after two intervals
+    timeout_grace: float = 5.0  # seconds a job may take to stop after its timeout
+    stop_grace: float = 60.0  # seconds running jobs may take to finish after SIGTERM
+    completion_interval: float = 0.05
+    completion_batch: int = 500
+    # Jobs claimed ahead of the free executors (0: claim only for idle ones). More
+    # jobs per claim; those not started when the worker stops are released without
+    # using an attempt, but a killed worker (SIGKILL) has used one for each of them.
+    prefetch: int = 0
+    # A direct connection for LISTEN when the main URL goes through PgBouncer in
+    # transaction mode (LISTEN needs a session); default: the runner's URL.
+    listen_database_url: str | None = None
+
+    def validated(self) -> WorkerOptions:
+        checks: dict[str, bool] = {
+            "concurrency": isinstance(self.concurrency, int) and self.concurrency >= 1,
+            "sleep": self.sleep > 0,
+            "tries": isinstance(self.tries, int) and self.tries >= 1,
+            "timeout": self.timeout > 0,
+            "max_jobs": self.max_jobs is None or self.max_jobs >= 1,
+            "max_time": self.max_time is None or self.max_time > 0,
+            "memory_mb": self.memory_mb is None or self.memory_mb >= 1,
+            "heartbeat_interval": self.heartbeat_interval > 0,
+            "timeout_grace": self.timeout_grace >= 0,
+            "stop_grace": self.stop_grace >= 0,
+            "completion_interval": self.completion_interval > 0,
+            "completion_batch": self.completion_batch >= 1,
+            "prefetch": isinstance(self.prefetch, int) and self.prefetch >= 0,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise ConfigurationError(f"invalid worker option {field}={getattr(self, field)!r}")
+        try:
+            backoff_rules.validate(self.backoff)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid worker option backoff: {exc}") from None
+        if self.listen_database_url:
+            db.resolve_url(self.listen_database_url)
+        return self
+
+    @property
+    def lease_seconds(self) -> float:
+        return 2 * self.heartbeat_interval

@@ -1,0 +1,85 @@
+"""Timeouts: Python cannot kill a thread, so an attempt that runs past its
+timeout is stopped in three steps, checked by the worker's main loop.
+
+1. At the deadline the executor gets a JobTimeout raised inside the job's Python
+   code, and a transactional job's running query is cancelled (its
+   `statement_timeout` bounds each statement anyway). A job that returns now is
+   retried or failed as timed out, like any failure.
+2. If the job still has not returned after the grace period (a blocking C call
+   ignores the exception), the worker abandons the thread: a transactional job's
+   backend is terminated (its transaction holds the job row), the attempt is
+   recorded as timed out, and a fresh executor takes the slot. Whatever the old
+   thread does later is fenced out.
+3. When more threads are stuck than the worker has slots, the worker exits and
+   systemd starts a clean process, as Laravel's worker does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from soleil.runner.claim import ClaimedJob
+from soleil.runner.errors import JobTimeout
+from soleil.runner.job import Job, load_payload
+from soleil.runner.outcome import handle_failure
+
+if TYPE_CHECKING:
+    from soleil.runner.execute import Executor
+    from soleil.runner.worker import Worker
+
+log = structlog.get_logger("soleil.job")
+
+
+def check(worker: Worker, now: float) -> None:
+    """Interrupt overdue jobs; abandon those still running after the grace period."""
+    for executor in list(worker.executors):
+        if executor.abandoned or not executor.overdue(now):
+            continue
+        if not executor.timed_out:
+            claimed = executor.current
+            if claimed is not None:
+                log.warning(
+                    "job.timeout",
+                    job_id=claimed.id,
+                    queue=claimed.queue,
+                    job=claimed.name,
+                    attempt=claimed.attempt,
+                )
+            executor.interrupt()
+        elif now >= executor.deadline + worker.options.timeout_grace:
+            abandon(worker, executor)
+
+
+def abandon(worker: Worker, executor: Executor) -> None:
+    taken = executor.abandon()
+    if taken is None:
+        return  # it finished meanwhile
+    claimed, backend_pid = taken
+    log.error(
+        "job.abandoned",
+        job_id=claimed.id,
+        queue=claimed.queue,
+        job=claimed.name,
+        attempt=claimed.attempt,
+        thread=executor.thread.name,
+    )
+    if backend_pid is not None:
+        # Its transaction holds the job row; end it so the outcome can be written.
+        with worker.pool.connection() as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+    record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
+    worker.replace_executor(executor)
+
+
+def record_abandoned(worker: Worker, claimed: ClaimedJob, timeout: float, grace: float) -> None:
+    exc = JobTimeout(
+        f"attempt exceeded the job's timeout of {timeout:g} s and did not stop within "
+        f"{grace:g} s; its thread was abandoned"
+    )
+    try:
+        instance: Job | None = load_payload(worker.registry.lookup(claimed.name), claimed.payload)
+    except Exception:
+        instance = None
+    handle_failure(worker, claimed, instance, exc, (timeout + grace) * 1000.0)

@@ -1,0 +1,57 @@
+"""When an idle worker looks for work again: a notification of a job due now,
+the due time of the next delayed job, or the poll interval (the fallback for a
+lost notification). The listener thread writes here; the main loop reads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+# A notification due this close to now is claimed at once: the database clock is
+# only known to within the look-up's round trip, and a busy host stretches that to
+# milliseconds. Claiming a job that is not quite due yet just finds nothing.
+DUE_SLACK_SECONDS = 0.025
+
+
+class Wakeup:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.work_ready = True  # look before sleeping: jobs may be waiting at start
+        self.next_due: float | None = None  # local wall-clock time of the next delayed job
+        self.clock_offset = 0.0  # database clock - local clock
+
+    def work_waiting(self) -> None:
+        """Jobs may be ready now (a reconnect, a resume, a rescue): claim before sleeping."""
+        self.work_ready = True
+        self.event.set()
+
+    def ring(self) -> None:
+        """Wake the main loop to re-check its state (a stop, a control message)."""
+        self.event.set()
+
+    def job_notified(self, payload: str) -> None:
+        """A job was dispatched; the payload is its due time in the database's clock."""
+        try:
+            due = float(payload) - self.clock_offset
+        except ValueError:
+            due = 0.0
+        if due <= time.time() + DUE_SLACK_SECONDS:
+            self.work_ready = True
+        elif self.next_due is None or due < self.next_due:
+            self.next_due = due
+        else:
+            return
+        self.event.set()
+
+    def learn_next_due(self, due_epoch: float | None, db_now: float, sent: float) -> None:
+        """The next-due look-up's answer, `sent` being the local time it was sent."""
+        # The database read its clock between sending and receiving: take the midpoint.
+        self.clock_offset = db_now - (sent + time.time()) / 2
+        self.next_due = None if due_epoch is None else due_epoch - self.clock_offset
+
+    def due_in(self) -> float | None:
+        return None if self.next_due is None else self.next_due - time.time()
+
+    def wait(self, timeout: float) -> None:
+        if self.event.wait(timeout):
+            self.event.clear()

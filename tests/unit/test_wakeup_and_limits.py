@@ -1,0 +1,61 @@
+"""When an idle worker looks again, and when it exits on its own: pure logic."""
+
+from __future__ import annotations
+
+import time
+
+from soleil.runner import limits
+from soleil.runner.options import WorkerOptions
+from soleil.runner.wakeup import Wakeup
+
+
+def test_a_job_due_now_wakes_the_worker_to_claim() -> None:
+    wakeup = Wakeup()
+    wakeup.work_ready = False
+    wakeup.job_notified(str(time.time()))
+    assert wakeup.work_ready and wakeup.event.is_set()
+
+
+def test_a_delayed_job_only_moves_the_next_wake_up_earlier() -> None:
+    wakeup = Wakeup()
+    wakeup.work_ready = False
+    later, sooner = time.time() + 60, time.time() + 5
+    wakeup.job_notified(str(later))
+    assert not wakeup.work_ready and wakeup.next_due is not None
+    assert abs(wakeup.next_due - later) < 0.01
+    wakeup.event.clear()
+    wakeup.job_notified(str(sooner))
+    assert wakeup.event.is_set() and abs(wakeup.next_due - sooner) < 0.01
+    wakeup.event.clear()
+    wakeup.job_notified(str(later))  # later than what it already waits for: no wake-up
+    assert not wakeup.event.is_set()
+    due_in = wakeup.due_in()
+    assert due_in is not None and 4 < due_in <= 5
+
+
+def test_the_database_clock_offset_is_taken_at_the_round_trips_midpoint() -> None:
+    wakeup = Wakeup()
+    sent = time.time() - 0.2  # a 0.2 s round trip, the database 100 s ahead
+    wakeup.learn_next_due(due_epoch=time.time() + 100 + 30, db_now=sent + 0.1 + 100, sent=sent)
+    assert abs(wakeup.clock_offset - 100) < 0.02
+    due_in = wakeup.due_in()
+    assert due_in is not None and 29.9 < due_in < 30.1
+    wakeup.learn_next_due(due_epoch=None, db_now=time.time(), sent=time.time())
+    assert wakeup.due_in() is None
+
+
+def test_a_notification_without_a_due_time_means_now() -> None:
+    wakeup = Wakeup()
+    wakeup.work_ready = False
+    wakeup.job_notified("")
+    assert wakeup.work_ready
+
+
+def test_limits() -> None:
+    assert limits.reached(WorkerOptions(), processed=10**6, running_seconds=10**6) is None
+    assert limits.reached(WorkerOptions(max_jobs=3), 3, 0) == ("max jobs reached", None)
+    assert limits.reached(WorkerOptions(max_jobs=3), 2, 0) is None
+    assert limits.reached(WorkerOptions(max_time=5), 0, 5.0) == ("max time reached", None)
+    assert limits.reached(WorkerOptions(memory_mb=1), 0, 0) == ("memory limit exceeded", limits.EXIT_MEMORY)
+    assert limits.reached(WorkerOptions(memory_mb=10**6), 0, 0) is None
+    assert limits.rss_mb() > 1
