@@ -117,11 +117,14 @@ class Executor:
     def _run_transactional(self, instance: Job, claimed: ClaimedJob, timeout: float) -> None:
         worker = self.worker
         with worker.pool.connection() as conn, conn.transaction():
-            # statement_timeout bounds each statement the handler sends, even in C code.
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
             fence = conn.execute(
                 queries.get("job_delete_reserved"),
-                {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt},
+                {
+                    "id": claimed.id,
+                    "worker_id": worker.id,
+                    "attempts": claimed.attempt,
+                    "statement_timeout": f"{int(timeout * 1000)}ms",
+                },
             ).fetchone()
             if fence is None:
                 raise LeaseLost()

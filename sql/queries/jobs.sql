@@ -159,9 +159,12 @@ SELECT count(*) FROM done;
 -- name: job_delete_reserved :one
 -- The fence of a transactional job, run first inside its transaction: deletes
 -- (and so locks) the row only while this worker still holds this attempt. No
--- row: the lease was lost and the transaction must roll back.
+-- row: the lease was lost and the transaction must roll back. In the same round
+-- trip it sets the transaction's statement_timeout, which bounds every statement
+-- the handler sends (even one stuck where Python cannot interrupt it).
 DELETE FROM soleil.jobs
 WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+  AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
 RETURNING id;
 
 -- name: job_retry_later :one

@@ -87,3 +87,15 @@ class InsertRow(Job):
         ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
         if self.sleep:
             time.sleep(self.sleep)
+
+
+class RecordStatementTimeout(Job):
+    """Transactional, timeout 7 s: records the statement_timeout its transaction runs under."""
+
+    name = "tests.record_statement_timeout"
+    transactional = True
+    timeout = 7
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) SELECT current_setting('statement_timeout')")

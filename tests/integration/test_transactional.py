@@ -160,3 +160,14 @@ def test_a_job_that_swallows_a_database_error_fails_instead_of_sticking(
     assert scalar(conn, "SELECT attempts FROM soleil.failed_jobs WHERE job_id = %s", (job_id,)) == 2
     assert conn.execute("SELECT key FROM public.effects").fetchall() == [("fine",)]
     assert count_jobs(conn) == 0
+
+
+def test_a_transactional_jobs_statements_are_bounded_by_its_timeout(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.basic import RecordStatementTimeout
+
+    runner.dispatch(RecordStatementTimeout())
+    start_worker()
+    wait_for(lambda: count_jobs(conn) == 0, what="the job to complete")
+    assert scalar(conn, "SELECT key FROM public.effects") == "7s"
