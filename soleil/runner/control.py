@@ -14,14 +14,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from soleil.runner import queries
-from soleil.runner.errors import ConfigurationError
+from soleil.runner.chunks import DEFAULT_CHUNK_SIZE, Progress, check_chunk_size, run_chunks
 from soleil.runner.names import validate_queue
 
 if TYPE_CHECKING:
-    from soleil.runner.failed import Progress
     from soleil.runner.runner import Runner
-
-DEFAULT_CLEAR_CHUNK = 5000
 
 
 def pause(runner: Runner, queue: str) -> None:
@@ -48,21 +45,11 @@ def restart(runner: Runner) -> str:
 
 
 def clear(
-    runner: Runner, queue: str, *, chunk_size: int = DEFAULT_CLEAR_CHUNK, progress: Progress | None = None
+    runner: Runner, queue: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None
 ) -> int:
     """Delete every job of a queue, running ones included; returns how many."""
-    if chunk_size < 1:
-        raise ConfigurationError(f"invalid chunk size {chunk_size!r}: use 1 or more")
-    params = {"queue": validate_queue(queue), "limit": chunk_size}
-    total = 0
-    with runner.connection() as conn:
-        while True:
-            done = conn.execute(queries.get("queue_clear_chunk"), params).rowcount
-            if done <= 0:
-                return total
-            total += done
-            if progress is not None:
-                progress(done)
+    params = {"queue": validate_queue(queue), "limit": check_chunk_size(chunk_size)}
+    return run_chunks(runner, "queue_clear_chunk", params, progress)
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import json
 import uuid as uuid_module
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from soleil.runner import queries
+from soleil.runner.chunks import DEFAULT_CHUNK_SIZE, Progress, check_chunk_size, run_chunks
 from soleil.runner.errors import ConfigurationError, FailedJobNotFound
 from soleil.runner.names import validate_queue
 
 if TYPE_CHECKING:
     from soleil.runner.runner import Runner
 
-DEFAULT_CHUNK_SIZE = 5000  # rows per statement: about 50 ms of work, see docs/operations.md
 DEFAULT_LIST_LIMIT = 50
-
-Progress = Callable[[int], None]  # called with the rows done by each chunk
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,6 @@ def _check_uuids(uuids: Iterable[str]) -> list[str]:
     if invalid:
         raise FailedJobNotFound(invalid)
     return list(dict.fromkeys(valid))
-
-
-def _check_chunk(chunk_size: int) -> int:
-    if chunk_size < 1:
-        raise ConfigurationError(f"invalid chunk size {chunk_size!r}: use 1 or more")
-    return chunk_size
 
 
 def _check_hours(hours: float | None) -> float | None:
@@ -153,17 +145,11 @@ def retry_all(
 
     Safe to kill at any point and to run twice at once: each chunk commits
     alone, and concurrent runs take different rows. Returns how many moved."""
-    params = {"queue": validate_queue(queue) if queue else None, "limit": _check_chunk(chunk_size)}
-    total = 0
-    with runner.connection() as conn:
-        while True:
-            rows = conn.execute(queries.get("failed_retry_chunk"), params).fetchall()
-            done = sum(int(row[1]) for row in rows)
-            if not done:
-                return total
-            total += done
-            if progress is not None:
-                progress(done)
+    params = {"queue": validate_queue(queue) if queue else None, "limit": check_chunk_size(chunk_size)}
+    # The statement returns (queue, moved) per queue of the chunk.
+    return run_chunks(
+        runner, "failed_retry_chunk", params, progress, lambda cursor: sum(int(r[1]) for r in cursor)
+    )
 
 
 def forget(runner: Runner, uuid: str) -> None:
@@ -183,16 +169,8 @@ def flush(
     progress: Progress | None = None,
 ) -> int:
     """Delete failed jobs (all, or those older than the hours given); returns how many."""
-    params = {"hours": _check_hours(older_than_hours), "limit": _check_chunk(chunk_size)}
-    total = 0
-    with runner.connection() as conn:
-        while True:
-            done = conn.execute(queries.get("failed_delete_chunk"), params).rowcount
-            if done <= 0:
-                return total
-            total += done
-            if progress is not None:
-                progress(done)
+    params = {"hours": _check_hours(older_than_hours), "limit": check_chunk_size(chunk_size)}
+    return run_chunks(runner, "failed_delete_chunk", params, progress)
 
 
 def prune(

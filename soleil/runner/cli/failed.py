@@ -7,6 +7,7 @@ import json
 import click
 
 from soleil.runner import failed as failed_jobs
+from soleil.runner.chunks import DEFAULT_CHUNK_SIZE
 from soleil.runner.cli.common import Context, pass_context
 from soleil.runner.cli.output import echo_json, plural, progress, table
 from soleil.runner.errors import FailedJobNotFound
@@ -14,7 +15,7 @@ from soleil.runner.errors import FailedJobNotFound
 chunk_option = click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
-    default=failed_jobs.DEFAULT_CHUNK_SIZE,
+    default=DEFAULT_CHUNK_SIZE,
     show_default=True,
     envvar="SOLEIL_CHUNK_SIZE",
     help="Rows per statement [env: SOLEIL_CHUNK_SIZE].",

@@ -10,6 +10,7 @@ import structlog
 
 from soleil.runner import control
 from soleil.runner import status as queue_status
+from soleil.runner.chunks import DEFAULT_CHUNK_SIZE
 from soleil.runner.cli.common import Context, pass_context
 from soleil.runner.cli.output import echo_json, plural, progress, table
 from soleil.runner.names import validate_queue
@@ -36,7 +37,7 @@ def queue() -> None:
 @click.argument("name", metavar="QUEUE", callback=_queue)
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--chunk-size", type=click.IntRange(min=1), default=control.DEFAULT_CLEAR_CHUNK, show_default=True
+    "--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True
 )
 @pass_context
 def clear(ctx: Context, name: str, force: bool, chunk_size: int) -> None:
