@@ -6,15 +6,18 @@ import re
 
 from soleil.runner.errors import InvalidName
 
-# Kept in step with the jobs_queue_name CHECK constraint in sql/migrations/0001_core.sql.
-_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+# The only check on queue names: the table only keeps their length within a LISTEN
+# channel's (sql/migrations/0003_queue_name_length_check.sql).
+# 56 characters: the LISTEN channel is 'soleil:' + queue, and PostgreSQL caps
+# identifiers (channel names) at 63 bytes.
+_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,55}")
 _JOB = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}")
 
 
 def validate_queue(name: object) -> str:
     if not isinstance(name, str) or not _QUEUE.fullmatch(name):
         raise InvalidName(
-            f"invalid queue name {name!r}: use 1 to 63 letters, digits, '_', '.', ':' or '-',"
+            f"invalid queue name {name!r}: use 1 to 56 letters, digits, '_', '.', ':' or '-',"
             " starting with a letter or digit"
         )
     return name

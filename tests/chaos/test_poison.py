@@ -48,10 +48,11 @@ def test_poison_ends_in_clear_errors_and_good_jobs_around_it_run(
         chaos_runner.dispatch(Record(tag="lone \ud800 surrogate"))
     with pytest.raises(InvalidName, match="invalid queue name"):
         chaos_runner.dispatch(Record(tag="sql"), queue=SQL_IN_NAME)
-    # What bypasses the runner is stopped by PostgreSQL itself.
+    # Behind the runner's back, PostgreSQL refuses a queue name too long for a LISTEN
+    # channel; any other name is an inert string (checked below).
     with pytest.raises(psycopg.errors.CheckViolation):
         chaos_conn.execute(
-            "INSERT INTO soleil.jobs (queue, job, payload) VALUES (%s, 'tests.record', '{}')", (SQL_IN_NAME,)
+            "INSERT INTO soleil.jobs (queue, job, payload) VALUES (%s, 'tests.record', '{}')", ("q" * 57,)
         )
     with pytest.raises(psycopg.errors.UntranslatableCharacter):
         chaos_conn.execute("SELECT %s::jsonb", ('{"tag": "\\u0000"}',))
@@ -78,4 +79,8 @@ def test_poison_ends_in_clear_errors_and_good_jobs_around_it_run(
     )
     assert scalar(chaos_conn, "SELECT max(attempts) FROM soleil.failed_jobs") == 1, "poison is not retried"
     assert worker.poll() is None
+    chaos_conn.execute(
+        "INSERT INTO soleil.jobs (queue, job, payload) VALUES (%s, 'tests.record', '{}')", (SQL_IN_NAME,)
+    )
     assert scalar(chaos_conn, "SELECT to_regclass('soleil.jobs') IS NOT NULL")
+    assert scalar(chaos_conn, "SELECT count(*) FROM soleil.jobs WHERE queue = %s", (SQL_IN_NAME,)) == 1
