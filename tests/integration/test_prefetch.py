@@ -30,6 +30,12 @@ def test_jobs_claimed_ahead_are_released_on_stop_with_their_attempt_returned(
     waiting = runner.dispatch_many([Record(tag=str(i)) for i in range(3)])
     worker = start_worker(concurrency=1, prefetch=3)
     wait_for(lambda: count_jobs(conn, "reserved_by IS NOT NULL") == 4, what="all four reserved")
+    # Reserved is not yet running: on a loaded machine the stop could otherwise come before the
+    # executor takes the first job, and all four would (rightly) be released.
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'start:first'"),
+        what="the first job to start",
+    )
 
     worker.stop(timeout=30)
 
