@@ -267,11 +267,14 @@ def test_watchdog_pings_stop_while_the_main_loop_is_blocked(
         # The worker's next claim now waits for this lock inside its main loop,
         # exactly like a statement hung on a dead connection would.
         locker.execute("LOCK TABLE soleil.jobs IN ACCESS EXCLUSIVE MODE")
+        # Found by whom it waits for, not by its text: pg_stat_activity.query keeps only the first
+        # track_activity_query_size (1 kB) of a statement, and the claim's comments alone fill that.
         wait_for(
             lambda: scalar(
                 conn,
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%soleil.jobs%'",
+                " AND %s = ANY(pg_blocking_pids(pid))",
+                (locker.info.backend_pid,),
             ),
             what="the worker's claim to block on the lock",
         )
