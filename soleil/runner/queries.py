@@ -43,8 +43,10 @@ def parse(text: str, source: str = "<sql>") -> dict[str, Query]:
         raise ValueError(f"{source}: no '-- name: <name> :<cardinality>' header")
     for index, header in enumerate(headers):
         end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
-        body = text[header.end() : end].strip()
-        if not _strip_comments(body):
+        # Comment lines document the file; the server gets the code alone (they
+        # would crowd pg_stat_activity's 1 kB of query text and every unprepared send).
+        body = _strip_comments(text[header.end() : end]).strip()
+        if not body:
             raise ValueError(f"{source}: statement {header.group(1)!r} is empty")
         name = header.group(1)
         if name in found:

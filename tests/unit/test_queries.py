@@ -16,7 +16,7 @@ def test_headers_split_a_file_into_named_statements_with_cardinality() -> None:
     found = queries.parse(text)
     assert list(found) == ["first_one", "second_many"]
     assert found["first_one"].cardinality == "one"
-    assert found["first_one"].sql == "-- what it does\nSELECT 1;"
+    assert found["first_one"].sql == "SELECT 1;"  # comment lines stay in the file
     assert found["second_many"].cardinality == "many"
     assert found["second_many"].sql == "SELECT 2\nFROM t;"
 
