@@ -40,8 +40,8 @@ COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at)
 -- in Laravel, so a run killed by SIGKILL still counts. The effective tries are
 -- written on the row so a rescuer knows them without the worker's settings.
 -- Within a queue, each priority that has waiting jobs is read on its own, highest
--- first, found by one index descent each (`levels`, a loose index scan): delayed
--- jobs of a higher priority are stepped over, not read one by one on every claim.
+-- first (soleil.waiting_priorities, a loose index scan): delayed jobs of a higher
+-- priority are stepped over, not read one by one on every claim.
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for
 -- this transaction only): that flush is most of an idle pickup's time. A claim
 -- can only be lost if the server crashes before the next durable commit (the
@@ -52,20 +52,7 @@ WITH async_commit AS MATERIALIZED (
 ), picked AS MATERIALIZED (
     SELECT ready.id
     FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, position)
-    CROSS JOIN LATERAL (
-        WITH RECURSIVE levels(priority) AS (
-            (SELECT j.priority FROM soleil.jobs j
-             WHERE j.queue = q.name AND j.reserved_by IS NULL
-             ORDER BY j.priority DESC LIMIT 1)
-            UNION ALL
-            SELECT (SELECT j.priority FROM soleil.jobs j
-                    WHERE j.queue = q.name AND j.reserved_by IS NULL AND j.priority < levels.priority
-                    ORDER BY j.priority DESC LIMIT 1)
-            FROM levels
-            WHERE levels.priority IS NOT NULL
-        )
-        SELECT levels.priority FROM levels WHERE levels.priority IS NOT NULL
-    ) level
+    CROSS JOIN LATERAL soleil.waiting_priorities(q.name) AS level(priority)
     CROSS JOIN LATERAL (
         SELECT j.id
         FROM soleil.jobs j
@@ -94,24 +81,11 @@ RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_a
 -- When the next waiting job of these queues becomes due (NULL: none waiting).
 -- Read from jobs_claim_idx like the claim: within a queue and priority the index
 -- is ordered by available_at, so the earliest job is the first entry of each
--- priority that has waiting jobs (found by one descent each, as in the claim).
+-- priority that has waiting jobs (soleil.waiting_priorities, as in the claim).
 SELECT extract(epoch FROM min(next.available_at))::float8 AS due_epoch,
        extract(epoch FROM now())::float8 AS now_epoch
 FROM unnest(%(queues)s::text[]) AS q(name)
-CROSS JOIN LATERAL (
-    WITH RECURSIVE levels(priority) AS (
-        (SELECT j.priority FROM soleil.jobs j
-         WHERE j.queue = q.name AND j.reserved_by IS NULL
-         ORDER BY j.priority DESC LIMIT 1)
-        UNION ALL
-        SELECT (SELECT j.priority FROM soleil.jobs j
-                WHERE j.queue = q.name AND j.reserved_by IS NULL AND j.priority < levels.priority
-                ORDER BY j.priority DESC LIMIT 1)
-        FROM levels
-        WHERE levels.priority IS NOT NULL
-    )
-    SELECT levels.priority FROM levels WHERE levels.priority IS NOT NULL
-) level
+CROSS JOIN LATERAL soleil.waiting_priorities(q.name) AS level(priority)
 CROSS JOIN LATERAL (
     SELECT j.available_at
     FROM soleil.jobs j
