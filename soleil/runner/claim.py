@@ -22,6 +22,10 @@ class ClaimedJob:
     available_epoch: float  # database clock
     reserved_epoch: float  # database clock
 
+    def log_fields(self) -> dict[str, object]:
+        """The key-values every job.* log event carries."""
+        return {"job_id": self.id, "queue": self.queue, "job": self.name, "attempt": self.attempt}
+
     @property
     def wait_ms(self) -> float:
         """How long the job waited between becoming due and being reserved."""

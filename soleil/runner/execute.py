@@ -68,12 +68,7 @@ class Executor:
             self.current, self.timed_out = claimed, False
             self.started = time.monotonic()
             self.deadline = self.started + timeout
-        fields = {
-            "job_id": claimed.id,
-            "queue": claimed.queue,
-            "job": claimed.name,
-            "attempt": claimed.attempt,
-        }
+        fields = claimed.log_fields()
         log.info("job.started", max_attempts=claimed.max_attempts, **fields)
         instance: Job | None = None
         error: BaseException | None = None

@@ -50,10 +50,7 @@ def handle_failure(
     cls = worker.job_class_or_none(claimed.name)
     last_try = isinstance(exc, PERMANENT) or claimed.attempt >= claimed.max_attempts
     fields = {
-        "job_id": claimed.id,
-        "queue": claimed.queue,
-        "job": claimed.name,
-        "attempt": claimed.attempt,
+        **claimed.log_fields(),
         "max_attempts": claimed.max_attempts,
         "duration_ms": round(duration_ms, 3),
         "error": f"{type(exc).__name__}: {exc}",
@@ -122,8 +119,7 @@ def _run_failed_hook(
     except Exception as hook_exc:
         log.error(
             "job.failed_hook_error",
-            job_id=claimed.id,
-            job=claimed.name,
+            **claimed.log_fields(),
             error=f"{type(hook_exc).__name__}: {hook_exc}",
         )
         return hook_exc

@@ -40,13 +40,7 @@ def check(worker: Worker, now: float) -> None:
         if not executor.timed_out:
             claimed = executor.current
             if claimed is not None:
-                log.warning(
-                    "job.timeout",
-                    job_id=claimed.id,
-                    queue=claimed.queue,
-                    job=claimed.name,
-                    attempt=claimed.attempt,
-                )
+                log.warning("job.timeout", **claimed.log_fields())
             executor.interrupt()
         elif now >= executor.deadline + worker.options.timeout_grace:
             abandon(worker, executor)
@@ -57,14 +51,7 @@ def abandon(worker: Worker, executor: Executor) -> None:
     if taken is None:
         return  # it finished meanwhile
     claimed, backend_pid = taken
-    log.error(
-        "job.abandoned",
-        job_id=claimed.id,
-        queue=claimed.queue,
-        job=claimed.name,
-        attempt=claimed.attempt,
-        thread=executor.thread.name,
-    )
+    log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
         # Its transaction holds the job row; end it so the outcome can be written.
         with worker.pool.connection() as conn:

@@ -198,7 +198,7 @@ class Worker:
             max_attempts=claimed.max_attempts,
             runner=self.runner,
             connection=connection,
-            log=log.bind(job_id=claimed.id, queue=claimed.queue, job=claimed.name, attempt=claimed.attempt),
+            log=log.bind(**claimed.log_fields()),
         )
 
     def job_finished(self) -> None:
