@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -36,3 +38,34 @@ def count_jobs(conn: psycopg.Connection[Any], where: str = "true") -> int:
 
 def count_failed(conn: psycopg.Connection[Any]) -> int:
     return int(scalar(conn, "SELECT count(*) FROM soleil.failed_jobs"))
+
+
+@contextlib.contextmanager
+def nested_plans(conn: psycopg.Connection[Any], *, analyze: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """The plans of the statements run inside functions (the claim lives in
+    soleil.claim_jobs), as auto_explain reports them to this client: a list of
+    {"Query Text": ..., "Plan": ...} filled while the block runs. Needs a superuser."""
+    plans: list[dict[str, Any]] = []
+
+    def on_notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        text = diagnostic.message_primary or ""
+        if "plan:" in text:
+            plans.append(json.loads(text.split("plan:", 1)[1]))
+
+    conn.execute("LOAD 'auto_explain'")
+    settings = {
+        "auto_explain.log_min_duration": "0",
+        "auto_explain.log_nested_statements": "on",
+        "auto_explain.log_format": "json",
+        "auto_explain.log_level": "notice",
+        "auto_explain.log_analyze": "on" if analyze else "off",
+        "auto_explain.log_buffers": "on" if analyze else "off",
+    }
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.add_notice_handler(on_notice)
+    try:
+        yield plans
+    finally:
+        conn.remove_notice_handler(on_notice)
+        conn.execute("SELECT set_config('auto_explain.log_min_duration', '-1', false)")

@@ -35,47 +35,11 @@ COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at)
 
 -- name: job_claim_available :many
 -- Reserve up to %(limit)s ready jobs for a worker, queues in strict priority
--- order (the lateral scan only reaches the next queue when the one before it
--- ran dry), each queue read through jobs_claim_idx. The attempt counts now, as
--- in Laravel, so a run killed by SIGKILL still counts. The effective tries are
--- written on the row so a rescuer knows them without the worker's settings.
--- Within a queue, each priority that has waiting jobs is read on its own, highest
--- first (soleil.waiting_priorities, a loose index scan): delayed jobs of a higher
--- priority are stepped over, not read one by one on every claim.
--- The claim commits without waiting for its WAL flush (synchronous_commit off for
--- this transaction only): that flush is most of an idle pickup's time. A claim
--- can only be lost if the server crashes before the next durable commit (the
--- job's completion flushes it too); the job is then simply claimed again and the
--- first run's completion is fenced out. See docs/guarantees.md.
-WITH async_commit AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
-), picked AS MATERIALIZED (
-    SELECT ready.id
-    FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, position)
-    CROSS JOIN LATERAL soleil.waiting_priorities(q.name) AS level(priority)
-    CROSS JOIN LATERAL (
-        SELECT j.id
-        FROM soleil.jobs j
-        WHERE j.queue = q.name
-          AND j.priority = level.priority
-          AND j.reserved_by IS NULL
-          AND j.available_at <= now()
-        ORDER BY j.available_at, j.id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) ready
-    LIMIT %(limit)s
-)
-UPDATE soleil.jobs j
-SET attempts = j.attempts + 1,
-    reserved_at = now(),
-    reserved_by = %(worker_id)s,
-    max_attempts = COALESCE(j.max_attempts, %(default_tries)s)
-FROM picked, async_commit
-WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_attempts,
-          extract(epoch FROM j.available_at)::float8 AS available_epoch,
-          extract(epoch FROM j.reserved_at)::float8 AS reserved_epoch;
+-- order, and commit without waiting for the WAL flush. The statement lives in
+-- soleil.claim_jobs (sql/migrations/0005_claim_function.sql), which keeps its
+-- plan for the session instead of re-planning on every call.
+SELECT id, queue, job, payload, priority, attempt, max_attempts, available_epoch, reserved_epoch
+FROM soleil.claim_jobs(%(queues)s, %(limit)s, %(worker_id)s, %(default_tries)s);
 
 -- name: job_next_available_at :one
 -- When the next waiting job of these queues becomes due (NULL: none waiting).

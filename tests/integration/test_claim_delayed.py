@@ -3,15 +3,15 @@ yet are stepped over by the claim, in order and without reading them one by one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
 
-from soleil.runner import Runner, queries
+from soleil.runner import Runner
 from soleil.runner.claim import claim
 from tests.apps.basic import Record
-from tests.integration.test_claim import plan_nodes
+from tests.helpers import nested_plans
+from tests.integration.test_claim import claim_plan, plan_nodes
 
 DELAYED = 20_000
 
@@ -42,17 +42,10 @@ def test_a_claim_behind_many_delayed_higher_priority_jobs_reads_a_few_pages(
     )
     ready = runner.dispatch_many([Record(tag="ready")] * 2000)
     conn.execute("VACUUM ANALYZE soleil.jobs")
-    params = {"queues": ["default"], "limit": 10, "worker_id": 1, "default_tries": 1}
-
-    with conn.transaction(force_rollback=True):
-        row = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.get("job_claim_available"), params
-        ).fetchone()
-    assert row is not None
-    plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
-    picking = next(n for n in plan_nodes(plan) if n.get("Subplan Name") == "CTE picked")
+    with nested_plans(conn, analyze=True) as plans:
+        claimed = claim(conn, queues=["default"], limit=10, worker_id=1, default_tries=1)
+    picking = next(n for n in plan_nodes(claim_plan(plans)) if n.get("Subplan Name") == "CTE picked")
     pages = picking["Shared Hit Blocks"] + picking["Shared Read Blocks"]
     # Reading the delayed jobs' index entries one by one took more than 100 pages.
     assert pages < 40, pages
-    claimed = claim(conn, queues=["default"], limit=10, worker_id=1, default_tries=1)
     assert sorted(job.id for job in claimed) == ready[:10]
