@@ -1,10 +1,13 @@
 """The LISTEN connection: one direct connection per worker, outside the pool
 (LISTEN needs a session; it does not survive PgBouncer's transaction mode).
 
-It only wakes the claimer; losing it costs latency, never jobs, because the
-worker also polls. It checks itself with a round trip every few seconds and
-re-subscribes after any error, then wakes the claimer in case a notification
-was missed meanwhile.
+It hands each batch of notifications, with its connection, to the worker: an idle
+worker claims on this connection at once, because its backend and thread are the
+ones already awake (a pooled connection idle for a while costs a wake-up or two
+more). Losing it costs latency, never jobs, because the worker also polls. It
+checks itself with a round trip every few seconds and re-subscribes after any
+error, then has the worker look for work in case a notification was missed
+meanwhile.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ class Listener:
         self,
         url: str,
         channels: list[str],
-        on_notify: Callable[[str, str], None],
-        on_connect: Callable[[], None],
+        on_notifies: Callable[[list[psycopg.Notify], psycopg.Connection[Any]], None],
+        on_connect: Callable[[psycopg.Connection[Any]], None],
     ) -> None:
         self._url = url
         self._channels = channels
-        self._on_notify = on_notify
+        self._on_notifies = on_notifies
         self._on_connect = on_connect
         self._stopping = threading.Event()
         self.ready = threading.Event()
@@ -87,12 +90,15 @@ class Listener:
         self.connections += 1
         if self.connections > 1:
             log.info("listener.reconnected", channels=self._channels)
+        self._on_connect(conn)  # before ready: a worker reports idle only once it has looked
         self.ready.set()
-        self._on_connect()
         checked = time.monotonic()
         while not self._stopping.is_set():
-            for notify in conn.notifies(timeout=WAIT_SLICE_SECONDS):
-                self._on_notify(notify.channel, notify.payload)
+            # stop_after: the generator holds the connection's lock, and the worker
+            # may claim on this connection as soon as a batch arrives.
+            received = list(conn.notifies(timeout=WAIT_SLICE_SECONDS, stop_after=1))
+            if received:
+                self._on_notifies(received, conn)
             if time.monotonic() - checked >= HEALTH_CHECK_SECONDS:
                 conn.execute("SELECT 1")
                 checked = time.monotonic()

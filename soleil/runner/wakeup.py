@@ -29,19 +29,22 @@ class Wakeup:
         """Wake the main loop to re-check its state (a stop, a control message)."""
         self.event.set()
 
-    def job_notified(self, payload: str) -> None:
-        """A job was dispatched; the payload is its due time in the database's clock."""
+    def job_notified(self, payload: str, *, claim_here: bool = False) -> bool:
+        """A job was dispatched; the payload is its due time in the database's clock.
+        Returns whether it is due now. With claim_here the caller claims at once
+        itself, so a job due now does not also wake the main loop to claim."""
         try:
             due = float(payload) - self.clock_offset
         except ValueError:
             due = 0.0
         if due <= time.time() + DUE_SLACK_SECONDS:
-            self.work_ready = True
-        elif self.next_due is None or due < self.next_due:
+            if not claim_here:
+                self.work_waiting()
+            return True
+        if self.next_due is None or due < self.next_due:
             self.next_due = due
-        else:
-            return
-        self.event.set()
+            self.event.set()
+        return False
 
     def learn_next_due(self, due_epoch: float | None, db_now: float, sent: float) -> None:
         """The next-due look-up's answer, `sent` being the local time it was sent."""

@@ -95,6 +95,9 @@ class Worker:
         self._slots = threading.Condition()
         self._busy = 0
         self._claimed = 0
+        # The main loop and the listener both claim; one at a time, so max_jobs holds.
+        self._claim_lock = threading.Lock()
+        self._claim_on_listener = True
         self._handed_back: list[ClaimedJob] = []
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self.executors: list[Executor] = []
@@ -253,9 +256,8 @@ class Worker:
         self.listener = Listener(
             self.options.listen_database_url or self.runner.database_url,
             [channel(q) for q in self.queues] + [CONTROL_CHANNEL],
-            self._on_notify,
-            # A notification may have been missed while disconnected: look now.
-            self.wakeup.work_waiting,
+            self._on_notifies,
+            self._on_listening,
         )
         self.listener.start()
         listening = self.listener.ready.wait(LISTENER_READY_WAIT_SECONDS)
@@ -385,22 +387,32 @@ class Worker:
     def _claimable_queues(self) -> list[str]:
         return [q for q in self.queues if q not in self._paused] if self._paused else self.queues
 
-    def _claim(self, free: int) -> list[ClaimedJob]:
-        queues = self._claimable_queues()
-        if self.options.max_jobs is not None:
-            free = min(free, self.options.max_jobs - self._claimed)
-        if not queues or free <= 0:
-            return []
-        self.wakeup.work_ready = False
-        with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as conn:
-            jobs = claiming.claim(
-                conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
-            )
-            for job in jobs:  # executors start now, not after the look-up below
-                self._inbox.put(job)
-            if len(jobs) < free:
-                self._look_up_next_due(conn, queues)
-        self._claimed += len(jobs)
+    def _claim(self, free: int, conn: psycopg.Connection[Any] | None = None) -> list[ClaimedJob]:
+        """Claim up to `free` jobs on `conn` (the listener's), or on a pooled connection
+        followed by the next-due look-up when fewer came back."""
+        with self._claim_lock:
+            queues = self._claimable_queues()
+            if self.options.max_jobs is not None:
+                free = min(free, self.options.max_jobs - self._claimed)
+            if not queues or free <= 0:
+                return []
+            self.wakeup.work_ready = False
+            if conn is not None:
+                jobs = self._claim_on(conn, queues, free)
+            else:
+                with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
+                    jobs = self._claim_on(pooled, queues, free)
+                    if len(jobs) < free:
+                        self._look_up_next_due(pooled, queues)
+            self._claimed += len(jobs)
+            return jobs
+
+    def _claim_on(self, conn: psycopg.Connection[Any], queues: list[str], free: int) -> list[ClaimedJob]:
+        jobs = claiming.claim(
+            conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
+        )
+        for job in jobs:  # executors start now, not after the look-up that may follow
+            self._inbox.put(job)
         return jobs
 
     def _look_up_next_due(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
@@ -415,18 +427,23 @@ class Worker:
 
     def _acquire_slots(self, timeout: float) -> int:
         """Wait for free executors; reserve all that are free, plus the prefetch allowance."""
-        capacity = self.options.concurrency + self.options.prefetch
+        with self._slots:
+            if not self._slots.wait_for(lambda: self._has_free_slot() or self._stop.is_set(), timeout):
+                return 0
+            return self._take_free_slots()
+
+    def _has_free_slot(self) -> bool:
         # With a prefetch, claim again once the jobs claimed ahead have started, so
         # that every claim takes at least `prefetch` jobs.
-        threshold = self.options.concurrency + (1 if self.options.prefetch else 0)
-        with self._slots:
-            if not self._slots.wait_for(lambda: self._busy < threshold or self._stop.is_set(), timeout):
-                return 0
-            if self._stop.is_set():
-                return 0
-            free = capacity - self._busy
-            self._busy += free
-            return free
+        return self._busy < self.options.concurrency + (1 if self.options.prefetch else 0)
+
+    def _take_free_slots(self) -> int:
+        """Under self._slots: reserve every free slot (none once stopping)."""
+        if self._stop.is_set() or not self._has_free_slot():
+            return 0
+        free = self.options.concurrency + self.options.prefetch - self._busy
+        self._busy += free
+        return free
 
     def _return_slots(self, count: int) -> None:
         if count:
@@ -447,11 +464,51 @@ class Worker:
             self.wakeup.wait(min(self._poll_at - now, self._tick, *([due_in] if due_in else [])))
             self._housekeeping(work_waiting=self.wakeup.work_ready)
 
-    def _on_notify(self, channel_name: str, payload: str) -> None:
-        if channel_name == CONTROL_CHANNEL:
-            self._on_control(payload)
-        else:
-            self.wakeup.job_notified(payload)
+    def _on_notifies(self, notes: list[psycopg.Notify], conn: psycopg.Connection[Any]) -> None:
+        """The listener's batch. A job due now is claimed here, on the listener's
+        connection: its thread and backend are awake already, while the main loop
+        would be one thread wake-up and a pooled backend's wake-up away."""
+        due_now = False
+        for note in notes:
+            if note.channel == CONTROL_CHANNEL:
+                self._on_control(note.payload)
+            elif self.wakeup.job_notified(note.payload, claim_here=True):
+                due_now = True
+        if due_now and not self._claim_notified(conn):
+            self.wakeup.work_waiting()
+
+    def _on_listening(self, conn: psycopg.Connection[Any]) -> None:
+        """The listener (re)subscribed. A notification may have been missed while it
+        was away: look now, on its connection, which also readies that backend's
+        plan of the claim before the first notification needs it."""
+        if not self._claim_notified(conn):
+            self.wakeup.work_waiting()
+
+    def _claim_notified(self, conn: psycopg.Connection[Any]) -> bool:
+        """Claim on the listener's connection; False when the main loop should look
+        (no free executor, or every free one filled: there may be more)."""
+        if not self._claim_on_listener:
+            return False
+        with self._slots:
+            free = self._take_free_slots()
+        if not free:
+            return False
+        try:
+            jobs = self._claim(free, conn)
+        except psycopg.Error as exc:
+            self._return_slots(free)
+            if isinstance(exc, psycopg.OperationalError) or conn.broken:
+                raise  # the listener reconnects, then has the worker look for work
+            # --listen-database-url may name a role that may LISTEN and no more:
+            # claim from the main loop only, as before this fast path.
+            self._claim_on_listener = False
+            log.warning("listener.claims_disabled", error=db.first_line(exc))
+            return False
+        except BaseException:
+            self._return_slots(free)
+            raise
+        self._return_slots(free - len(jobs))
+        return len(jobs) < free
 
     def _on_control(self, payload: str) -> None:
         """Queue control sent through the database (pause, resume, restart)."""

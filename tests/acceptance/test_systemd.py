@@ -211,10 +211,12 @@ def start_unit_worker(
 
 
 def listen_backends(conn: psycopg.Connection[Any]) -> list[tuple[int, str | None]]:
-    """(pid, client address) of the sessions in this database whose last statement was LISTEN."""
+    """(pid, client address) of the listener sessions in this database that have subscribed:
+    their last statement was LISTEN, or the look for work that follows it."""
     rows = conn.execute(
         "SELECT pid, host(client_addr) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+        " WHERE datname = current_database() AND application_name = 'soleil-listener'"
+        " AND (query LIKE 'LISTEN %' OR query LIKE '%soleil.claim_jobs(%')"
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
 
@@ -306,7 +308,8 @@ def test_listener_uses_the_direct_listen_url(
     assert scalar(
         conn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND host(client_addr) = '127.0.0.1' AND query NOT LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+        " AND host(client_addr) = '127.0.0.1' AND application_name <> 'soleil-listener'"
+        " AND pid <> pg_backend_pid()",
     )
 
 

@@ -4,12 +4,16 @@ the caller's transaction, and queues in strict priority order."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import Record
+from tests.conftest import ADMIN_URL
 from tests.helpers import count_jobs, scalar, wait_for
 
 PICKUP_SECONDS = 1.0  # far below the 30 s poll these workers use
@@ -58,3 +62,33 @@ def test_a_worker_drains_its_first_queue_before_the_next(
     wait_for(lambda: count_jobs(conn) == 0, what="both queues to drain")
     tags = [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")]
     assert tags == ["high"] * 5 + ["low"] * 5
+
+
+def test_a_listen_url_whose_role_may_only_listen_still_wakes_the_worker(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    """An idle worker claims on its LISTEN connection; with --listen-database-url
+    naming a role that cannot touch soleil.jobs, it says so once and claims from
+    its pool instead, still woken by NOTIFY."""
+    role = f"soleil_t_listen_only_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        listen_url = psycopg.conninfo.make_conninfo(database_url, user=role)
+        with capture_logs() as logs:
+            idle_worker(conn, start_worker, listen_database_url=listen_url)
+            for tag in ("first", "second"):
+                dispatched = time.monotonic()
+                runner.dispatch(Record(tag=tag))
+                wait_for(lambda: count_jobs(conn) == 0, timeout=5.0, what=f"job {tag}")
+                assert time.monotonic() - dispatched < PICKUP_SECONDS
+        disabled = [e for e in logs if e["event"] == "listener.claims_disabled"]
+        assert len(disabled) == 1, disabled
+        assert "permission denied" in str(disabled[0]["error"])
+        assert scalar(conn, "SELECT count(*) FROM public.runs") == 2
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
