@@ -111,51 +111,34 @@ class Executor:
 
     def _run_transactional(self, instance: Job, claimed: ClaimedJob, timeout: float) -> None:
         worker = self.worker
-        with worker.pool.connection() as conn:
-            # BEGIN and the fence in one round trip: the pipeline ends (and the
-            # fence's answer arrives) before the handler runs, so the handler's own
-            # statements behave as on any connection. A Transaction, not
-            # conn.transaction(), which would keep its block in pipeline mode.
-            transaction = psycopg.Transaction(conn)
-            with conn.pipeline():
-                transaction.__enter__()
-                fence = conn.execute(
-                    queries.get("job_delete_reserved"),
-                    {
-                        "id": claimed.id,
-                        "worker_id": worker.id,
-                        "attempts": claimed.attempt,
-                        "statement_timeout": f"{int(timeout * 1000)}ms",
-                    },
-                )
-            try:
-                self._run_in_transaction(instance, claimed, conn, fenced=fence.fetchone() is not None)
-            except BaseException as exc:
-                transaction.__exit__(type(exc), exc, exc.__traceback__)
-                raise
-            transaction.__exit__(None, None, None)
-
-    def _run_in_transaction(
-        self, instance: Job, claimed: ClaimedJob, conn: psycopg.Connection[Any], *, fenced: bool
-    ) -> None:
-        if not fenced:
-            raise LeaseLost()
-        with self._lock:
-            self._connection = conn
-        try:
-            self._set_in_handler(True)
-            instance.handle(self.worker.context(claimed, connection=conn))
-            self._set_in_handler(False)
-        finally:
+        with worker.pool.connection() as conn, conn.transaction():
+            fence = conn.execute(
+                queries.get("job_delete_reserved"),
+                {
+                    "id": claimed.id,
+                    "worker_id": worker.id,
+                    "attempts": claimed.attempt,
+                    "statement_timeout": f"{int(timeout * 1000)}ms",
+                },
+            ).fetchone()
+            if fence is None:
+                raise LeaseLost()
             with self._lock:
-                self._connection = None
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            # handle() caught a database error: leaving the block would roll back
-            # silently, job row included, and the job would look completed.
-            raise RuntimeError(
-                "the job's transaction was aborted by a database error that handle() caught;"
-                " nothing it wrote was committed"
-            )
+                self._connection = conn
+            try:
+                self._set_in_handler(True)
+                instance.handle(worker.context(claimed, connection=conn))
+                self._set_in_handler(False)
+            finally:
+                with self._lock:
+                    self._connection = None
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # handle() caught a database error: leaving the block would roll back
+                # silently, job row included, and the job would look completed.
+                raise RuntimeError(
+                    "the job's transaction was aborted by a database error that handle() caught;"
+                    " nothing it wrote was committed"
+                )
 
     def _set_in_handler(self, value: bool) -> None:
         with self._lock:
