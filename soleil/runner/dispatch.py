@@ -7,6 +7,7 @@ or rolls back with the caller's own writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,9 @@ from soleil.runner.job import Job
 from soleil.runner.names import validate_queue
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+# Rows per COPY write: small enough that the server starts on the first slice
+# while later ones are serialised, large enough to keep the writes few.
+STREAM_ROWS = 250
 # A NUL character in the JSON text: `\u0000` after an even number of backslashes
 # (after an odd number it is the literal text "\u0000", which jsonb stores fine).
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -34,18 +38,29 @@ class Row:
 
 
 def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
+    cls = _job_class(job)
+    return Row(validate_queue(queue or cls.queue), cls.name, payload_of(job, max_payload_bytes), cls.tries)
+
+
+def _job_class(job: Job) -> type[Job]:
     if not isinstance(job, Job):
         raise TypeError(f"dispatch takes Job instances, not {type(job).__name__}")
-    cls = type(job)
+    return type(job)
+
+
+def payload_of(job: Job, max_payload_bytes: int) -> str:
+    """The job's JSON payload, refused if it is too large or holds what jsonb cannot store."""
     try:
         payload = job.model_dump_json()
     except PydanticSerializationError as exc:
-        raise InvalidPayload(cls.name, str(exc)) from None
+        raise InvalidPayload(type(job).name, str(exc)) from None
     if len(payload) > max_payload_bytes // 4 and len(payload.encode()) > max_payload_bytes:
-        raise PayloadTooLarge(cls.name, len(payload.encode()), max_payload_bytes)
+        raise PayloadTooLarge(type(job).name, len(payload.encode()), max_payload_bytes)
     if "\\u0000" in payload and _JSON_NUL.search(payload):
-        raise InvalidPayload(cls.name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)")
-    return Row(validate_queue(queue or cls.queue), cls.name, payload, cls.tries)
+        raise InvalidPayload(
+            type(job).name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)"
+        )
+    return payload
 
 
 def insert_one(
@@ -75,39 +90,69 @@ def insert_one(
 
 def insert_many(
     conn: psycopg.Connection[Any],
-    rows: list[Row],
+    jobs: Sequence[Job],
+    max_payload_bytes: int,
     priority: int,
     delay: float,
     available_at: datetime | None,
 ) -> list[int]:
     """One statement reserves the ids, fixes the due time and queues one notification
-    per queue; then one COPY writes the rows."""
-    if not rows:
+    per queue; then one COPY writes the rows, serialised slice by slice while the
+    server stores the slices before them (Python and PostgreSQL work on both cores).
+    A payload refused half way aborts the COPY: the transaction writes nothing."""
+    if not jobs:
         return []
-    queues = list(dict.fromkeys(row.queue for row in rows))
+    # Everything that can be checked without serialising is checked before any SQL.
+    columns = {cls: _ClassColumns.of(cls) for cls in {_job_class(job) for job in jobs}}
+    queues = list(dict.fromkeys(columns[type(job)].queue for job in jobs))
+    limit = max_payload_bytes
     with conn.transaction():
         reserved = conn.execute(
             queries.get("job_reserve_many"),
-            {"count": len(rows), "queues": queues, "available_at": available_at, "delay": delay},
+            {"count": len(jobs), "queues": queues, "available_at": available_at, "delay": delay},
         ).fetchone()
         assert reserved is not None
         ids, due_at, _ = reserved
         with conn.cursor().copy(queries.get("job_copy_in")) as copy:
-            copy.write(_copy_text(ids, rows, priority, due_at))
+            for start in range(0, len(jobs), STREAM_ROWS):
+                end = start + STREAM_ROWS
+                copy.write(_copy_text(ids[start:end], jobs[start:end], columns, priority, due_at, limit))
     return list(ids)
 
 
-def _copy_text(ids: list[int], rows: list[Row], priority: int, due_at: str) -> str:
-    """The rows in COPY's text format, built in one pass (several times faster than
+@dataclass(frozen=True, slots=True)
+class _ClassColumns:
+    """What every row of one job class shares in the COPY stream."""
+
+    queue: str
+    names: str  # the tab-separated queue and job columns, between the id and the payload
+    max_attempts: str
+
+    @classmethod
+    def of(cls, job_class: type[Job]) -> _ClassColumns:
+        queue = validate_queue(job_class.queue)
+        tries = _NULL if job_class.tries is None else str(job_class.tries)
+        return cls(queue, f"\t{queue}\t{job_class.name}\t", tries)
+
+
+def _copy_text(
+    ids: list[int],
+    jobs: Sequence[Job],
+    columns: dict[type[Job], _ClassColumns],
+    priority: int,
+    due_at: str,
+    max_payload_bytes: int,
+) -> str:
+    """Rows in COPY's text format, built in one pass (several times faster than
     write_row per row). Queue and job names are validated and need no escaping; the
     payload is compact JSON, whose only character special to COPY is the backslash
     (JSON escapes control characters itself)."""
-    tail = f"\t{priority}\t"
-    return "".join(
-        f"{job_id}\t{row.queue}\t{row.job}\t{row.payload.replace(_BACKSLASH, _BACKSLASH_ESCAPED)}{tail}"
-        f"{_NULL if row.max_attempts is None else row.max_attempts}\t{due_at}\n"
-        for job_id, row in zip(ids, rows, strict=True)
-    )
+    parts: list[str] = []
+    for job_id, job in zip(ids, jobs, strict=True):
+        shared = columns[type(job)]
+        payload = payload_of(job, max_payload_bytes).replace(_BACKSLASH, _BACKSLASH_ESCAPED)
+        parts.append(f"{job_id}{shared.names}{payload}\t{priority}\t{shared.max_attempts}\t{due_at}\n")
+    return "".join(parts)
 
 
 _BACKSLASH, _BACKSLASH_ESCAPED, _NULL = "\\", "\\\\", "\\N"

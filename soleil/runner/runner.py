@@ -156,12 +156,12 @@ class Runner:
         connection: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
         """Enqueue many jobs with one COPY; returns their ids in order. All or none are written."""
-        rows = [dispatch.to_row(job, self.max_payload_bytes) for job in jobs]
-        seconds = float(delay or 0.0)
+        batch = list(jobs)
+        limit, seconds = self.max_payload_bytes, float(delay or 0.0)
         if connection is not None:
-            return dispatch.insert_many(connection, rows, priority, seconds, available_at)
+            return dispatch.insert_many(connection, batch, limit, priority, seconds, available_at)
         with self.connection() as conn:
-            return dispatch.insert_many(conn, rows, priority, seconds, available_at)
+            return dispatch.insert_many(conn, batch, limit, priority, seconds, available_at)
 
     # -- events ------------------------------------------------------------
 

@@ -147,6 +147,19 @@ def test_an_invalid_payload_fails_at_construction_and_writes_nothing(
     assert count_jobs(conn) == 0
 
 
+def test_a_batch_with_a_payload_too_large_deep_in_it_writes_nothing(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """dispatch_many serialises while its COPY streams: a refusal in a later slice
+    aborts the COPY, and the rows already sent are never committed."""
+    with Runner(database_url, max_payload_bytes=1_000) as runner:
+        batch = [Record(tag="ok")] * 1_200 + [Record(tag="x" * 1_000)] + [Record(tag="ok")] * 10
+        with pytest.raises(PayloadTooLarge, match="above the limit of 1000 bytes"):
+            runner.dispatch_many(batch)
+        assert count_jobs(conn) == 0
+        assert len(runner.dispatch_many([Record(tag="ok")] * 1_200)) == 1_200  # the connection is fine
+
+
 def test_nul_in_a_payload_is_refused(runner: Runner, conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(InvalidPayload, match="NUL"):
         runner.dispatch(Record(tag="a\x00b"))
