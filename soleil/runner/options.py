@@ -37,19 +37,20 @@ class WorkerOptions:
 
     def validated(self) -> WorkerOptions:
         checks: dict[str, bool] = {
-            "concurrency": isinstance(self.concurrency, int) and self.concurrency >= 1,
-            "sleep": self.sleep > 0,
-            "tries": isinstance(self.tries, int) and self.tries >= 1,
-            "timeout": self.timeout > 0,
-            "max_jobs": self.max_jobs is None or self.max_jobs >= 1,
-            "max_time": self.max_time is None or self.max_time > 0,
-            "memory_mb": self.memory_mb is None or self.memory_mb >= 1,
-            "heartbeat_interval": self.heartbeat_interval > 0,
-            "timeout_grace": self.timeout_grace >= 0,
-            "stop_grace": self.stop_grace >= 0,
-            "completion_interval": self.completion_interval > 0,
-            "completion_batch": self.completion_batch >= 1,
-            "prefetch": isinstance(self.prefetch, int) and self.prefetch >= 0,
+            "concurrency": _integer(self.concurrency, 1),
+            "sleep": _positive(self.sleep),
+            "tries": _integer(self.tries, 1),
+            "timeout": _positive(self.timeout),
+            "max_jobs": self.max_jobs is None or _integer(self.max_jobs, 1),
+            "max_time": self.max_time is None or _positive(self.max_time),
+            "memory_mb": self.memory_mb is None or _integer(self.memory_mb, 1),
+            "stop_when_empty": isinstance(self.stop_when_empty, bool),
+            "heartbeat_interval": _positive(self.heartbeat_interval),
+            "timeout_grace": _number(self.timeout_grace) and self.timeout_grace >= 0,
+            "stop_grace": _number(self.stop_grace) and self.stop_grace >= 0,
+            "completion_interval": _positive(self.completion_interval),
+            "completion_batch": _integer(self.completion_batch, 1),
+            "prefetch": _integer(self.prefetch, 0),
         }
         for field, ok in checks.items():
             if not ok:
@@ -65,3 +66,16 @@ class WorkerOptions:
     @property
     def lease_seconds(self) -> float:
         return 2 * self.heartbeat_interval
+
+
+# bool is an int to Python; True as a concurrency or a timeout is a mistake, not 1.
+def _integer(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _positive(value: object) -> bool:
+    return _number(value) and value > 0  # type: ignore[operator]

@@ -31,6 +31,15 @@ def test_defaults_are_valid_and_follow_laravel() -> None:
         ("stop_grace", -1),
         ("completion_interval", 0),
         ("completion_batch", 0),
+        # bool is an int to Python: True must not pass as a concurrency of 1.
+        ("concurrency", True),
+        ("tries", True),
+        ("prefetch", False),
+        ("max_jobs", True),
+        ("timeout", True),
+        ("sleep", "3"),
+        ("heartbeat_interval", float("nan")),
+        ("stop_when_empty", 1),
     ],
 )
 def test_each_bad_option_is_named(field: str, value: Any) -> None:
