@@ -307,6 +307,9 @@ class Worker:
         self._status = f"draining: {self.running} running ({self.stop_reason})"
         self.notifier.stopping(self._status)
         log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
+        # The listener claims too: stopped first, no claim of its can still be on its
+        # way when the jobs that were never started are given back below.
+        self.listener.stop()
         drained = self._wait_drained(self.options.stop_grace)
         for _ in self.executors:
             self._inbox.put(None)
