@@ -44,7 +44,12 @@ def claim(
         queries.get("job_claim_available"),
         {"queues": queues, "limit": limit, "worker_id": worker_id, "default_tries": default_tries},
     )
-    return [ClaimedJob(*row) for row in cursor.fetchall()]
+    jobs = [ClaimedJob(*row) for row in cursor.fetchall()]
+    # Executors start them in this order: the claim's (queues as listed, then
+    # priority, then due time); the UPDATE returns them in primary-key order.
+    position = {name: index for index, name in enumerate(queues)}
+    jobs.sort(key=lambda job: (position[job.queue], -job.priority, job.available_epoch, job.id))
+    return jobs
 
 
 def next_due_epoch(conn: psycopg.Connection[Any], queues: list[str]) -> tuple[float | None, float]:

@@ -257,6 +257,14 @@ class Worker:
         self.completer.start()
         for _ in range(self.options.concurrency):
             self._add_executor()
+        # Before the listener starts: it claims as soon as it listens.
+        log.info(
+            "worker.started",
+            worker_id=self.id,
+            queues=self.queues,
+            concurrency=self.options.concurrency,
+            database=db.describe(self.runner.database_url),
+        )
         self.listener = Listener(
             self.options.listen_database_url or self.runner.database_url,
             [channel(q) for q in self.queues] + [CONTROL_CHANNEL],
@@ -265,13 +273,6 @@ class Worker:
         )
         self.listener.start()
         listening = self.listener.ready.wait(LISTENER_READY_WAIT_SECONDS)
-        log.info(
-            "worker.started",
-            worker_id=self.id,
-            queues=self.queues,
-            concurrency=self.options.concurrency,
-            database=db.describe(self.runner.database_url),
-        )
         if not self.registry.names():
             # A worker without job classes can only fail every job as unknown: say so first.
             log.warning("worker.no_job_classes", note="pass --app MODULE or set SOLEIL_APP")
@@ -307,9 +308,6 @@ class Worker:
         self._status = f"draining: {self.running} running ({self.stop_reason})"
         self.notifier.stopping(self._status)
         log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
-        # The listener claims too: stopped first, no claim of its can still be on its
-        # way when the jobs that were never started are given back below.
-        self.listener.stop()
         drained = self._wait_drained(self.options.stop_grace)
         for _ in self.executors:
             self._inbox.put(None)
@@ -325,6 +323,8 @@ class Worker:
             )
             if self.exit_code == EXIT_OK:
                 self.exit_code = EXIT_STUCK
+        with self._claim_lock:
+            pass  # a claim of the listener's still on its way lands in the inbox first
         leftovers = self._handed_back + _drain(self._inbox)
         try:
             with self.pool.connection(timeout=5.0) as conn:
@@ -394,32 +394,41 @@ class Worker:
     def _claimable_queues(self) -> list[str]:
         return [q for q in self.queues if q not in self._paused] if self._paused else self.queues
 
-    def _claim(self, free: int, conn: psycopg.Connection[Any] | None = None) -> list[ClaimedJob]:
-        """Claim up to `free` jobs on `conn` (the listener's), or on a pooled connection
-        followed by the next-due look-up when fewer came back."""
+    def _claim(
+        self, free: int, conn: psycopg.Connection[Any] | None = None, expected: int | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to `free` jobs on `conn` (the listener's) or a pooled connection.
+        When fewer than `expected` come back (default: `free`), look up when the next
+        delayed job is due: a notified job a few ms from due may not be claimable
+        yet, and only the look-up makes the worker wake for it before its poll."""
         with self._claim_lock:
+            # Cleared before the paused set is read: a resume that lands meanwhile
+            # sets it again, and the main loop looks once more.
+            self.wakeup.work_ready = False
             queues = self._claimable_queues()
             if self.options.max_jobs is not None:
                 free = min(free, self.options.max_jobs - self._claimed)
-            if not queues or free <= 0:
+            if not queues or free <= 0 or self._stop.is_set():
                 return []
-            self.wakeup.work_ready = False
+            wanted = free if expected is None else min(expected, free)
             if conn is not None:
-                jobs = self._claim_on(conn, queues, free)
+                jobs = self._claim_on(conn, queues, free, wanted)
             else:
                 with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
-                    jobs = self._claim_on(pooled, queues, free)
-                    if len(jobs) < free:
-                        self._look_up_next_due(pooled, queues)
+                    jobs = self._claim_on(pooled, queues, free, wanted)
             self._claimed += len(jobs)
             return jobs
 
-    def _claim_on(self, conn: psycopg.Connection[Any], queues: list[str], free: int) -> list[ClaimedJob]:
+    def _claim_on(
+        self, conn: psycopg.Connection[Any], queues: list[str], free: int, wanted: int
+    ) -> list[ClaimedJob]:
         jobs = claiming.claim(
             conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
         )
         for job in jobs:  # executors start now, not after the look-up that may follow
             self._inbox.put(job)
+        if len(jobs) < wanted:
+            self._look_up_next_due(conn, queues)
         return jobs
 
     def _look_up_next_due(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
@@ -475,25 +484,25 @@ class Worker:
         """The listener's batch. A job due now is claimed here, on the listener's
         connection: its thread and backend are awake already, while the main loop
         would be one thread wake-up and a pooled backend's wake-up away."""
-        due_now = False
+        due_now = 0
         for note in notes:
             if note.channel == CONTROL_CHANNEL:
                 self._on_control(note.payload)
             elif self.wakeup.job_notified(note.payload, claim_here=True):
-                due_now = True
-        if due_now and not self._claim_notified(conn):
+                due_now += 1
+        if due_now and not self._claim_notified(conn, due_now):
             self.wakeup.work_waiting()
 
     def _on_listening(self, conn: psycopg.Connection[Any]) -> None:
         """The listener (re)subscribed. A notification may have been missed while it
         was away: look now, on its connection, which also readies that backend's
         plan of the claim before the first notification needs it."""
-        if not self._claim_notified(conn):
+        if not self._claim_notified(conn, None):
             self.wakeup.work_waiting()
 
-    def _claim_notified(self, conn: psycopg.Connection[Any]) -> bool:
+    def _claim_notified(self, conn: psycopg.Connection[Any], notified: int | None) -> bool:
         """Claim on the listener's connection; False when the main loop should look
-        (no free executor, or every free one filled: there may be more)."""
+        (no free executor, every free one filled so there may be more, or an error)."""
         if not self._claim_on_listener:
             return False
         with self._slots:
@@ -501,18 +510,29 @@ class Worker:
         if not free:
             return False
         try:
-            jobs = self._claim(free, conn)
+            jobs = self._claim(free, conn, expected=notified)
         except psycopg.Error as exc:
             self._return_slots(free)
             if isinstance(exc, psycopg.OperationalError) or conn.broken:
-                raise  # the listener reconnects, then has the worker look for work
-            # --listen-database-url may name a role that may LISTEN and no more:
-            # claim from the main loop only, as before this fast path.
+                self.wakeup.work_waiting()  # the notification is used up: the main loop claims
+                raise  # and the listener reconnects
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                # --listen-database-url names a role that may LISTEN and no more:
+                # claim from the main loop only, as before this fast path.
+                self._claim_on_listener = False
+                log.warning("listener.claims_disabled", error=db.first_line(exc))
+            else:
+                log.warning("listener.claim_failed", error=db.first_line(exc))
+            return False
+        except Exception as exc:
+            # A bug here must not kill the listener thread: its wake-ups matter more.
+            self._return_slots(free)
             self._claim_on_listener = False
-            log.warning("listener.claims_disabled", error=db.first_line(exc))
+            log.exception("listener.claims_disabled", error=f"{type(exc).__name__}: {exc}")
             return False
         except BaseException:
             self._return_slots(free)
+            self.wakeup.work_waiting()
             raise
         self._return_slots(free - len(jobs))
         return len(jobs) < free

@@ -212,11 +212,10 @@ def start_unit_worker(
 
 def listen_backends(conn: psycopg.Connection[Any]) -> list[tuple[int, str | None]]:
     """(pid, client address) of the listener sessions in this database that have subscribed:
-    their last statement was LISTEN, or the look for work that follows it."""
+    the first statement a listener sends is LISTEN (then it claims and looks up)."""
     rows = conn.execute(
         "SELECT pid, host(client_addr) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = 'soleil-listener'"
-        " AND (query LIKE 'LISTEN %' OR query LIKE '%soleil.claim_jobs(%')"
+        " WHERE datname = current_database() AND application_name = 'soleil-listener' AND query <> ''"
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
 

@@ -38,6 +38,19 @@ def test_an_idle_worker_picks_a_new_job_up_at_once(
         assert time.monotonic() - dispatched < PICKUP_SECONDS
 
 
+def test_a_job_due_a_few_ms_after_its_notification_is_not_left_for_the_poll(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    """Due within the notification's slack, the job is claimed at once and not found;
+    the worker must still learn when it is due instead of sleeping until its poll."""
+    idle_worker(conn, start_worker)
+    for tag in ("first", "second", "third"):
+        dispatched = time.monotonic()
+        runner.dispatch(Record(tag=tag), delay=0.02)
+        wait_for(lambda: count_jobs(conn) == 0, timeout=5.0, what=f"job {tag}")
+        assert time.monotonic() - dispatched < PICKUP_SECONDS
+
+
 def test_a_job_dispatched_in_a_transaction_is_picked_up_at_commit(
     runner: Runner, database_url: str, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
