@@ -160,6 +160,21 @@ def test_a_batch_with_a_payload_too_large_deep_in_it_writes_nothing(
         assert len(runner.dispatch_many([Record(tag="ok")] * 1_200)) == 1_200  # the connection is fine
 
 
+def test_a_refused_batch_in_the_callers_transaction_leaves_that_transaction_usable(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The aborted COPY is rolled back to dispatch_many's savepoint: the caller's own
+    writes survive, and so do jobs it dispatched before in the same transaction."""
+    with Runner(database_url, max_payload_bytes=1_000) as runner, psycopg.connect(database_url) as caller:
+        caller.execute("INSERT INTO public.runs (job_id, attempt, tag, pid) VALUES (0, 0, 'mine', 0)")
+        kept = runner.dispatch_many([Record(tag="before")] * 3, connection=caller)
+        with pytest.raises(PayloadTooLarge):
+            runner.dispatch_many([Record(tag="ok")] * 600 + [Record(tag="x" * 1_000)], connection=caller)
+        caller.commit()
+    assert scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'mine'") == 1
+    assert sorted(r[0] for r in conn.execute("SELECT id FROM soleil.jobs")) == kept
+
+
 def test_nul_in_a_payload_is_refused(runner: Runner, conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(InvalidPayload, match="NUL"):
         runner.dispatch(Record(tag="a\x00b"))
