@@ -50,16 +50,15 @@ def _job_class(job: Job) -> type[Job]:
 
 def payload_of(job: Job, max_payload_bytes: int) -> str:
     """The job's JSON payload, refused if it is too large or holds what jsonb cannot store."""
+    name = type(job).name
     try:
         payload = job.model_dump_json()
     except PydanticSerializationError as exc:
-        raise InvalidPayload(type(job).name, str(exc)) from None
+        raise InvalidPayload(name, str(exc)) from None
     if len(payload) > max_payload_bytes // 4 and len(payload.encode()) > max_payload_bytes:
-        raise PayloadTooLarge(type(job).name, len(payload.encode()), max_payload_bytes)
+        raise PayloadTooLarge(name, len(payload.encode()), max_payload_bytes)
     if "\\u0000" in payload and _JSON_NUL.search(payload):
-        raise InvalidPayload(
-            type(job).name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)"
-        )
+        raise InvalidPayload(name, "strings must not contain NUL (PostgreSQL's jsonb cannot store it)")
     return payload
 
 
@@ -105,7 +104,6 @@ def insert_many(
     # Everything that can be checked without serialising is checked before any SQL.
     columns = {cls: _ClassColumns.of(cls) for cls in {_job_class(job) for job in jobs}}
     queues = list(dict.fromkeys(columns[type(job)].queue for job in jobs))
-    limit = max_payload_bytes
     with conn.transaction():
         reserved = conn.execute(
             queries.get("job_reserve_many"),
@@ -115,8 +113,8 @@ def insert_many(
         ids, due_at, _ = reserved
         with conn.cursor().copy(queries.get("job_copy_in")) as copy:
             for start in range(0, len(jobs), STREAM_ROWS):
-                end = start + STREAM_ROWS
-                copy.write(_copy_text(ids[start:end], jobs[start:end], columns, priority, due_at, limit))
+                piece = slice(start, start + STREAM_ROWS)
+                copy.write(_copy_text(ids[piece], jobs[piece], columns, priority, due_at, max_payload_bytes))
     return list(ids)
 
 

@@ -511,31 +511,29 @@ class Worker:
             return False
         try:
             jobs = self._claim(free, conn, expected=notified)
-        except psycopg.Error as exc:
+        except BaseException as exc:
             self._return_slots(free)
-            if isinstance(exc, psycopg.OperationalError) or conn.broken:
+            if not isinstance(exc, Exception) or isinstance(exc, psycopg.OperationalError) or conn.broken:
                 self.wakeup.work_waiting()  # the notification is used up: the main loop claims
-                raise  # and the listener reconnects
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-                # --listen-database-url names a role that may LISTEN and no more:
-                # claim from the main loop only, as before this fast path.
-                self._claim_on_listener = False
-                log.warning("listener.claims_disabled", error=db.first_line(exc))
-            else:
-                log.warning("listener.claim_failed", error=db.first_line(exc))
+                raise  # and the listener reconnects (or its thread ends)
+            self._listener_claim_failed(exc)
             return False
-        except Exception as exc:
-            # A bug here must not kill the listener thread: its wake-ups matter more.
-            self._return_slots(free)
-            self._claim_on_listener = False
-            log.exception("listener.claims_disabled", error=f"{type(exc).__name__}: {exc}")
-            return False
-        except BaseException:
-            self._return_slots(free)
-            self.wakeup.work_waiting()
-            raise
         self._return_slots(free - len(jobs))
         return len(jobs) < free
+
+    def _listener_claim_failed(self, exc: Exception) -> None:
+        """A claim on the listener's connection failed, the connection still usable."""
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            # --listen-database-url names a role that may LISTEN and no more:
+            # claim from the main loop only, as before this fast path.
+            self._claim_on_listener = False
+            log.warning("listener.claims_disabled", error=db.first_line(exc))
+        elif isinstance(exc, psycopg.Error):
+            log.warning("listener.claim_failed", error=db.first_line(exc))
+        else:
+            # A bug here must not kill the listener thread: its wake-ups matter more.
+            self._claim_on_listener = False
+            log.exception("listener.claims_disabled", error=f"{type(exc).__name__}: {exc}")
 
     def _on_control(self, payload: str) -> None:
         """Queue control sent through the database (pause, resume, restart)."""
