@@ -3,12 +3,17 @@ past its tries fails as 'worker lost', and a live worker's jobs are never stolen
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
-from soleil.runner import Runner
+from soleil.runner import PermanentFailure, Runner, Worker, WorkerOptions, lease
+from soleil.runner.claim import ClaimedJob, claim
+from soleil.runner.complete import Completer
+from soleil.runner.outcome import handle_failure
 from tests.apps.basic import Doomed, Record, Sleep
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
@@ -32,6 +37,32 @@ def reserve_to_dead_worker(
         (dead, attempts, tries, job_id),
     )
     return dead
+
+
+def rescued_and_reclaimed(
+    conn: psycopg.Connection[Any], *, default_tries: int
+) -> tuple[ClaimedJob, int, int]:
+    """The queue's one job, claimed by a worker that then went silent, rescued and
+    claimed again by a new worker: (the old holder's claim, old id, new id)."""
+    old = lease.register(conn, ["default"], 1)
+    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=default_tries)
+    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
+    assert lease.rescue(conn, lease_seconds=1.0) == 1
+    new = lease.register(conn, ["default"], 1)
+    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=default_tries)
+    return claimed, old, new
+
+
+@contextlib.contextmanager
+def stale_worker(runner: Runner, old: int) -> Iterator[Worker]:
+    """A Worker object posing as the silent old holder, its pool open, never started."""
+    stale = runner.worker("default", WorkerOptions())
+    stale.pool.open(wait=True)
+    stale.id = old
+    try:
+        yield stale
+    finally:
+        stale.pool.close()
 
 
 def test_a_dead_workers_job_is_rescued_within_two_heartbeats_and_completed(
@@ -85,17 +116,8 @@ def test_a_live_workers_long_job_is_never_stolen(
 
 
 def test_a_rescued_jobs_old_holder_cannot_complete_it(runner: Runner, conn: psycopg.Connection[Any]) -> None:
-    from soleil.runner import lease
-    from soleil.runner.claim import claim
-    from soleil.runner.complete import Completer
-
     job_id = runner.dispatch(Record())
-    old = lease.register(conn, ["default"], 1)
-    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=3)
-    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
-    assert lease.rescue(conn, lease_seconds=1.0) == 1
-    new = lease.register(conn, ["default"], 1)
-    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=3)
+    claimed, old, new = rescued_and_reclaimed(conn, default_tries=3)
     completer = Completer(runner.pool, old)
     completer.completed(claimed, 1.0, delete=True)
     assert completer.flush()
@@ -106,25 +128,11 @@ def test_a_rescued_jobs_old_holder_cannot_complete_it(runner: Runner, conn: psyc
 def test_a_stale_holders_failed_hook_does_not_commit_when_its_move_is_fenced_out(
     runner: Runner, conn: psycopg.Connection[Any]
 ) -> None:
-    from soleil.runner import PermanentFailure, WorkerOptions, lease
-    from soleil.runner.claim import claim
-    from soleil.runner.outcome import handle_failure
-
     runner.dispatch(Doomed())
-    old = lease.register(conn, ["default"], 1)
-    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=1)
-    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
-    assert lease.rescue(conn, lease_seconds=1.0) == 1
-    new = lease.register(conn, ["default"], 1)
-    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=1)
+    claimed, old, new = rescued_and_reclaimed(conn, default_tries=1)
     # The old holder wakes up and fails its (last) try: its hook must not commit.
-    stale = runner.worker("default", WorkerOptions())
-    stale.pool.open(wait=True)
-    stale.id = old
-    try:
+    with stale_worker(runner, old) as stale:
         handle_failure(stale, claimed, Doomed(), PermanentFailure("late failure"), 1.0)
-    finally:
-        stale.pool.close()
     assert count_failed(conn) == 0
     assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "a fenced-out move committed its hook"
     assert scalar(conn, "SELECT reserved_by FROM soleil.jobs") == new
@@ -133,27 +141,12 @@ def test_a_stale_holders_failed_hook_does_not_commit_when_its_move_is_fenced_out
 def test_a_stale_holders_retry_is_fenced_out_and_not_counted(
     runner: Runner, conn: psycopg.Connection[Any]
 ) -> None:
-    from soleil.runner import WorkerOptions, lease
-    from soleil.runner.claim import claim
-    from soleil.runner.complete import Completer
-    from soleil.runner.outcome import handle_failure
-
     job_id = runner.dispatch(Doomed())  # 5 tries: a failure is retried
-    old = lease.register(conn, ["default"], 1)
-    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=1)
-    conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
-    assert lease.rescue(conn, lease_seconds=1.0) == 1
-    new = lease.register(conn, ["default"], 1)
-    claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=1)
-    stale = runner.worker("default", WorkerOptions())
-    stale.pool.open(wait=True)
-    stale.id = old
-    stale.completer = Completer(stale.pool, old)
-    try:
+    claimed, old, new = rescued_and_reclaimed(conn, default_tries=1)
+    with stale_worker(runner, old) as stale:
+        stale.completer = Completer(stale.pool, old)
         handle_failure(stale, claimed, Doomed(), RuntimeError("late failure"), 1.0)
         assert stale.completer.flush()
-    finally:
-        stale.pool.close()
     row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
     assert row == (new, 2), "the new holder keeps the job"
     assert scalar(conn, "SELECT coalesce(sum(retried), 0) FROM soleil.queue_stats") == 0
