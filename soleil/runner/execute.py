@@ -3,6 +3,12 @@
 An executor also offers what the timeout watch (timeouts.py) needs to stop a job
 that overran: interrupt() raises JobTimeout inside the job and cancels its query;
 abandon() gives the thread up.
+
+Consecutive transactional jobs form a chain on one connection: when a job's
+handler has returned and the next job waiting in the inbox is transactional
+too, the executor takes it at once and sends the COMMIT of the first with the
+BEGIN and fence of the second (transaction.py). The chain's connection goes
+back to the pool as soon as no transactional job follows.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import structlog
 
-from soleil.runner import queries
+from soleil.runner import transaction
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.errors import JobTimeout, LeaseLost, WorkerLost
 from soleil.runner.job import Job, load_payload
@@ -41,6 +47,11 @@ class Executor:
         self.abandoned = False
         self._in_handler = False
         self._connection: psycopg.Connection[Any] | None = None
+        # The next item, taken from the inbox by the job before it (at most one),
+        # and the chain: its connection, with that job's transaction opened.
+        self._taken: list[ClaimedJob | None] = []
+        self._chain: psycopg.Connection[Any] | None = None
+        self._opened: transaction.Opened | None = None
         self.thread = threading.Thread(target=self._loop, name=f"soleil-executor-{number}", daemon=True)
 
     def start(self) -> None:
@@ -50,15 +61,21 @@ class Executor:
 
     def _loop(self) -> None:
         while True:
-            claimed = self.inbox.get()
+            claimed = self._taken.pop() if self._taken else self.inbox.get()
             if claimed is None:
+                self._end_chain()
                 return
             if self.worker.stopping:
+                self._end_chain()
                 self.worker.hand_back(claimed)
                 continue
             self._run(claimed)
             if self.abandoned:
-                return  # a replacement has taken this executor's slot
+                # A replacement has taken this executor's slot; it runs what this one took.
+                self._end_chain()
+                for item in self._taken:
+                    self.inbox.put(item)
+                return
             self.worker.job_finished()
 
     def _run(self, claimed: ClaimedJob) -> None:
@@ -93,6 +110,7 @@ class Executor:
                 self._set_in_handler(False)
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = exc
+            self._end_chain()  # a transaction opened for it would hold the row the outcome writes
         duration_ms = (time.monotonic() - self.started) * 1000.0
         if not self._finish():
             return  # abandoned after its timeout: the worker has recorded the outcome
@@ -111,34 +129,84 @@ class Executor:
 
     def _run_transactional(self, instance: Job, claimed: ClaimedJob, timeout: float) -> None:
         worker = self.worker
-        with worker.pool.connection() as conn, conn.transaction():
-            fence = conn.execute(
-                queries.get("job_delete_reserved"),
-                {
-                    "id": claimed.id,
-                    "worker_id": worker.id,
-                    "attempts": claimed.attempt,
-                    "statement_timeout": f"{int(timeout * 1000)}ms",
-                },
-            ).fetchone()
-            if fence is None:
-                raise LeaseLost()
+        conn = self._open(claimed, timeout)
+        with self._lock:
+            self._connection = conn
+        try:
+            self._set_in_handler(True)
+            instance.handle(worker.context(claimed, connection=conn))
+            self._set_in_handler(False)
+        finally:
             with self._lock:
-                self._connection = conn
-            try:
-                self._set_in_handler(True)
-                instance.handle(worker.context(claimed, connection=conn))
-                self._set_in_handler(False)
-            finally:
-                with self._lock:
-                    self._connection = None
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                # handle() caught a database error: leaving the block would roll back
-                # silently, job row included, and the job would look completed.
-                raise RuntimeError(
-                    "the job's transaction was aborted by a database error that handle() caught;"
-                    " nothing it wrote was committed"
-                )
+                self._connection = None
+        status = conn.info.transaction_status
+        if status == psycopg.pq.TransactionStatus.INERROR:
+            # handle() caught a database error: committing would roll back
+            # silently, job row included, and the job would look completed.
+            raise RuntimeError(
+                "the job's transaction was aborted by a database error that handle() caught;"
+                " nothing it wrote was committed"
+            )
+        if status == psycopg.pq.TransactionStatus.IDLE:
+            raise RuntimeError(
+                "handle() committed or rolled back the job's own transaction; use"
+                " ctx.connection.transaction() for a savepoint and leave the commit to Soleil"
+            )
+        self._commit(conn)  # on a lost connection, this raises
+
+    def _open(self, claimed: ClaimedJob, timeout: float) -> psycopg.Connection[Any]:
+        """The connection with this job's transaction begun and fenced: the chain's,
+        if the job before opened it, else a pooled one. Raises LeaseLost."""
+        opened, self._opened = self._opened, None
+        if opened is None or opened.fence.job_id != claimed.id or self._chain is None:
+            self._end_chain()
+            self._chain = self.worker.pool.getconn()
+            fence = transaction.Fence(claimed.id, self.worker.id, claimed.attempt, int(timeout * 1000))
+            opened = transaction.open_next(self._chain, fence)[1]
+            assert opened is not None
+        if opened.error is not None:
+            raise opened.error
+        if not opened.fenced:
+            raise LeaseLost()
+        return self._chain
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        """Commit the job; open the next one's transaction with it when it is
+        transactional and already waiting."""
+        following = self._take_following()
+        fence = None
+        if following is not None:
+            timeout = self.worker.timeout_for(following.name)
+            fence = transaction.Fence(following.id, self.worker.id, following.attempt, int(timeout * 1000))
+        error, self._opened = transaction.open_next(conn, fence, commit=True)
+        if error is not None:
+            raise error  # the next job's transaction ends with the chain: it opens anew
+        if following is None:
+            self._end_chain()
+
+    def _take_following(self) -> ClaimedJob | None:
+        """The inbox's next job, if it can join the chain; anything else taken stays
+        in self._taken for the loop."""
+        try:
+            item = self.inbox.get_nowait()
+        except queue.Empty:
+            return None
+        self._taken.append(item)
+        if item is None or self.worker.stopping or self.abandoned or item.attempt > item.max_attempts:
+            return None
+        cls = self.worker.job_class_or_none(item.name)
+        return item if cls is not None and cls.transactional else None
+
+    def _end_chain(self) -> None:
+        """Roll back a transaction left open (a failure, or a job opened but not
+        run) and give the chain's connection back to the pool."""
+        conn, self._chain, self._opened = self._chain, None, None
+        if conn is None:
+            return
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                transaction.end(conn, commit=False)
+        self.worker.pool.putconn(conn)
 
     def _set_in_handler(self, value: bool) -> None:
         with self._lock:

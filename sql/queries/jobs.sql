@@ -94,15 +94,17 @@ WITH done AS (
 )
 SELECT count(*) FROM done;
 
--- name: job_delete_reserved :one
+-- name: job_fence :one
 -- The fence of a transactional job, run first inside its transaction: deletes
 -- (and so locks) the row only while this worker still holds this attempt. No
 -- row: the lease was lost and the transaction must roll back. In the same round
 -- trip it sets the transaction's statement_timeout, which bounds every statement
 -- the handler sends (even one stuck where Python cannot interrupt it).
+-- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py),
+-- hence positional parameters: $1 job id, $2 worker id, $3 attempt, $4 timeout ('30000ms').
 DELETE FROM soleil.jobs
-WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
-  AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
+WHERE id = $1 AND reserved_by = $2 AND attempts = $3
+  AND (SELECT set_config('statement_timeout', $4, true)) IS NOT NULL
 RETURNING id;
 
 -- name: job_retry_later :one

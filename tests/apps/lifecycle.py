@@ -257,3 +257,48 @@ class RaisesNul(Job):
 
     def handle(self, ctx: JobContext) -> None:
         raise PermanentFailure("bad byte \x00 in the input")
+
+
+class InsertDeferred(Job):
+    """Transactional, one try: records `key:attempt` in public.effects and `key` in
+    public.deferred (created by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED).
+    With `twice`, the duplicate only fails at COMMIT."""
+
+    name = "tests.insert_deferred"
+    transactional = True
+    tries = 1
+    key: str
+    twice: bool = False
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (f"{self.key}:{ctx.attempt}",))
+        for _ in range(2 if self.twice else 1):
+            ctx.connection.execute("INSERT INTO public.deferred (key) VALUES (%s)", (self.key,))
+
+
+class EndsOwnTransaction(Job):
+    """Transactional: writes, then rolls its own transaction back (not allowed)."""
+
+    name = "tests.ends_own_transaction"
+    transactional = True
+    tries = 1
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        ctx.connection.rollback()
+
+
+class Deallocates(Job):
+    """Transactional: drops every prepared statement of its connection, then writes."""
+
+    name = "tests.deallocates"
+    transactional = True
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("DEALLOCATE ALL")
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))

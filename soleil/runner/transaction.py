@@ -1,0 +1,165 @@
+"""The transaction of a transactional job, in as few round trips as libpq allows.
+
+Such a job commits its handler's writes together with its own deletion. Sent
+one statement at a time that is four round trips: BEGIN, the fence (delete the
+job's row while this worker still holds the attempt), the handler's statements,
+COMMIT. Here BEGIN and the fence travel together in one libpq pipeline, and
+when the executor's next job is transactional too, the same pipeline carries
+the COMMIT of the job before it: two round trips per job plus the handler's own.
+The COMMIT and the next job's opening are separate pipeline segments (a Sync
+after each), so a COMMIT that fails does not abort the next job's BEGIN.
+
+psycopg's own pipeline mode flushes and polls after every statement; libpq's
+is used directly so that a segment costs one send and one wait. The fence is a
+server-side prepared statement with its parameters sent apart from the SQL.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors, generators, pq
+from psycopg.pq.abc import PGconn, PGresult
+
+from soleil.runner import queries
+
+FENCE_NAME = b"soleil_job_fence"
+_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the fence was unprepared
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
+
+# Connections on which the fence is prepared. A handler that runs DEALLOCATE ALL
+# or DISCARD ALL unprepares it; the next fence on that connection then fails with
+# 26000 and is prepared and sent again (see open_next).
+_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+# libpq before 14 has no pipeline mode: each command then goes on its own.
+PIPELINE = psycopg.Pipeline.is_supported()
+
+Command = Callable[[PGconn], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Which attempt the transaction belongs to, and the bound on its statements."""
+
+    job_id: int
+    worker_id: int
+    attempt: int
+    statement_timeout_ms: int
+
+    def params(self) -> list[bytes | None]:
+        return [
+            str(self.job_id).encode(),
+            str(self.worker_id).encode(),
+            str(self.attempt).encode(),
+            f"{self.statement_timeout_ms}ms".encode(),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A job's transaction after its BEGIN and fence: `fenced` is False when the
+    attempt is no longer this worker's; `error` is set when the commands failed."""
+
+    fence: Fence
+    fenced: bool
+    error: psycopg.Error | None = None
+
+
+def open_next(
+    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool = False
+) -> tuple[psycopg.Error | None, Opened | None]:
+    """Commit the connection's open transaction (when `commit`), then begin the
+    transaction of `fence`'s job and run its fence, all in one round trip.
+    Returns the COMMIT's error (None: committed, or nothing to commit) and the
+    new transaction (None without `fence`)."""
+    segments: list[list[Command]] = []
+    if commit:
+        segments.append([_send(b"COMMIT")])
+    if fence is not None:
+        opening: list[Command] = []
+        if conn not in _prepared:
+            sql = queries.get("job_fence").encode()
+            opening.append(lambda pg: pg.send_prepare(FENCE_NAME, sql))
+        params = fence.params()
+        opening += [_send(b"BEGIN"), lambda pg: pg.send_query_prepared(FENCE_NAME, params)]
+        segments.append(opening)
+    results = _exchange(conn, segments)
+    commit_error = _error_in(conn, results[0]) if commit else None
+    if fence is None:
+        return commit_error, None
+    opening_results = results[-1]
+    if opening_results and opening_results[0].status == pq.ExecStatus.COMMAND_OK:
+        _prepared.add(conn)  # prepared (or already was), even if what followed failed
+    error = _error_in(conn, opening_results)
+    if error is None:
+        return commit_error, Opened(fence, fenced=opening_results[-1].ntuples == 1)
+    if error.sqlstate == _UNDEFINED_STATEMENT and conn in _prepared:
+        _prepared.discard(conn)
+        _exchange(conn, [[_send(b"ROLLBACK")]])
+        return commit_error, open_next(conn, fence)[1]
+    return commit_error, Opened(fence, fenced=False, error=error)
+
+
+def end(conn: psycopg.Connection[Any], *, commit: bool) -> psycopg.Error | None:
+    """COMMIT or ROLLBACK the open transaction; the COMMIT's error, if any."""
+    if not commit:
+        _exchange(conn, [[_send(b"ROLLBACK")]])
+        return None
+    return open_next(conn, None, commit=True)[0]
+
+
+def _send(command: bytes) -> Command:
+    return lambda pg: pg.send_query_params(command, None)
+
+
+def _exchange(conn: psycopg.Connection[Any], segments: list[list[Command]]) -> list[list[PGresult]]:
+    """Send every segment, then read their results: one list per segment. In a
+    segment, a command after a failed one is skipped (PIPELINE_ABORTED)."""
+    pg = conn.pgconn
+    try:
+        if not PIPELINE:
+            return [_one_by_one(conn, segment) for segment in segments]
+        pg.enter_pipeline_mode()
+        for segment in segments:
+            for command in segment:
+                command(pg)
+            pg.pipeline_sync()
+        conn.wait(generators.send(pg))
+        found: list[list[PGresult]] = []
+        for _ in segments:
+            results: list[PGresult] = []
+            while True:
+                batch = conn.wait(generators.fetch_many(pg))
+                if batch and batch[0].status == _SYNC:
+                    break
+                results += batch
+            found.append(results)
+        pg.exit_pipeline_mode()
+        return found
+    except BaseException:
+        # Results may still be on their way: the connection cannot be reused.
+        conn.close()
+        raise
+
+
+def _one_by_one(conn: psycopg.Connection[Any], segment: list[Command]) -> list[PGresult]:
+    results: list[PGresult] = []
+    for command in segment:
+        command(conn.pgconn)
+        results += conn.wait(generators.execute(conn.pgconn))
+        if results[-1].status in _FAILED:
+            break
+    return results
+
+
+def _error_in(conn: psycopg.Connection[Any], results: list[PGresult]) -> psycopg.Error | None:
+    for result in results:
+        if result.status in _FAILED and result.status != pq.ExecStatus.PIPELINE_ABORTED:
+            return errors.error_from_result(result, encoding=conn.info.encoding)
+    return None

@@ -1,0 +1,136 @@
+"""Transactional jobs chained on one connection (soleil/runner/transaction.py):
+a job's COMMIT travels with the next job's BEGIN and fence, and each still
+commits, fails or rolls back on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from soleil.runner import Runner, lease, transaction
+from soleil.runner.claim import claim
+from tests.apps.basic import InsertRow
+from tests.apps.lifecycle import Deallocates, EndsOwnTransaction, InsertDeferred
+from tests.helpers import count_failed, count_jobs, scalar, wait_for
+
+DEFERRED_TABLE = "CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+
+
+@pytest.fixture
+def deferred(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(DEFERRED_TABLE)
+
+
+@pytest.fixture(params=[True, False], ids=["pipeline", "one-by-one"])
+def pipeline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
+    """Both ways of sending: libpq's pipeline, and the fallback for libpq < 14."""
+    monkeypatch.setattr(transaction, "PIPELINE", request.param)
+    yield request.param
+
+
+def effects(conn: psycopg.Connection[Any]) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT key FROM public.effects ORDER BY key")]
+
+
+def fences(conn: psycopg.Connection[Any], keys: list[str]) -> list[transaction.Fence]:
+    """Claim one InsertDeferred job per key, as a worker would; their fences."""
+    for key in keys:
+        conn.execute(
+            "INSERT INTO soleil.jobs (queue, job, payload) VALUES ('default', 'tests.insert_deferred', %s)",
+            (f'{{"key": "{key}"}}',),
+        )
+    worker_id = lease.register(conn, ["default"], 1)
+    claimed = claim(conn, queues=["default"], limit=len(keys), worker_id=worker_id, default_tries=1)
+    return [transaction.Fence(job.id, worker_id, job.attempt, 5000) for job in claimed]
+
+
+def test_a_failed_commit_does_not_abort_the_next_jobs_opening(
+    database_url: str, conn: psycopg.Connection[Any], deferred: None, pipeline: bool
+) -> None:
+    first, second = fences(conn, ["first", "second"])
+    with psycopg.connect(database_url, autocommit=True) as chain:
+        _, opened = transaction.open_next(chain, first)
+        assert opened is not None and opened.fenced and opened.error is None
+        chain.execute("INSERT INTO public.deferred (key) VALUES ('dup'), ('dup')")  # fails at COMMIT
+
+        commit_error, opened = transaction.open_next(chain, second, commit=True)
+
+        assert isinstance(commit_error, psycopg.errors.UniqueViolation)
+        assert opened is not None and opened.fenced and opened.error is None
+        chain.execute("INSERT INTO public.effects (key) VALUES ('second')")
+        assert transaction.end(chain, commit=True) is None
+    assert effects(conn) == ["second"]
+    # The first job's deletion rolled back with its commit; the second's committed.
+    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs")] == [first.job_id]
+
+
+def test_the_fence_refuses_an_attempt_that_is_no_longer_this_workers(
+    database_url: str, conn: psycopg.Connection[Any], pipeline: bool
+) -> None:
+    [fence] = fences(conn, ["lost"])
+    earlier_attempt = dataclasses.replace(fence, attempt=fence.attempt - 1)
+    with psycopg.connect(database_url, autocommit=True) as chain:
+        _, opened = transaction.open_next(chain, earlier_attempt)
+        assert opened is not None and not opened.fenced and opened.error is None
+        assert transaction.end(chain, commit=False) is None
+    assert count_jobs(conn) == 1
+
+
+def test_the_fence_is_prepared_again_after_deallocate_all(
+    database_url: str, conn: psycopg.Connection[Any], pipeline: bool
+) -> None:
+    first, second = fences(conn, ["first", "second"])
+    with psycopg.connect(database_url, autocommit=True) as chain:
+        _, opened = transaction.open_next(chain, first)
+        assert opened is not None and opened.fenced
+        chain.execute("DEALLOCATE ALL")
+        commit_error, opened = transaction.open_next(chain, second, commit=True)
+        assert commit_error is None
+        assert opened is not None and opened.fenced and opened.error is None
+        assert transaction.end(chain, commit=True) is None
+    assert count_jobs(conn) == 0
+
+
+def test_a_worker_runs_a_chain_where_each_job_commits_or_fails_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, deferred: None, pipeline: bool
+) -> None:
+    # Dispatched before the worker starts: one claim takes them all, and each
+    # job's COMMIT goes out with the next one's BEGIN and fence.
+    runner.dispatch(InsertDeferred(key="a"))
+    clash = runner.dispatch(InsertDeferred(key="clash", twice=True))
+    runner.dispatch(InsertDeferred(key="b"))
+    runner.dispatch(InsertDeferred(key="c"))
+    start_worker(concurrency=1, prefetch=8)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    assert effects(conn) == ["a:1", "b:1", "c:1"], "each job after the failed commit ran once"
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (clash,))
+    assert exception.startswith("UniqueViolation"), exception
+    assert count_failed(conn) == 1
+
+
+def test_a_job_that_rolls_back_its_own_transaction_fails_with_a_clear_error(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(EndsOwnTransaction(key="undone"))
+    runner.dispatch(InsertRow(key="after"))
+    start_worker(concurrency=1, prefetch=4)
+    wait_for(lambda: count_failed(conn) == 1 and count_jobs(conn) == 0, what="the job to fail")
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_id,))
+    assert "rolled back the job's own transaction" in exception, exception
+    assert effects(conn) == ["after"]
+
+
+def test_a_handler_that_deallocates_prepared_statements_does_not_break_the_chain(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many(
+        [Deallocates(key="d1"), InsertRow(key="r1"), Deallocates(key="d2"), InsertRow(key="r2")]
+    )
+    start_worker(concurrency=1, prefetch=8)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    assert effects(conn) == ["d1", "d2", "r1", "r2"]
+    assert count_failed(conn) == 0
