@@ -211,7 +211,9 @@ class Executor:
     def _set_in_handler(self, value: bool) -> None:
         with self._lock:
             self._in_handler = value
-            if not value:
+            if not value and self.timed_out:
+                # Only interrupt() raises into this thread, after setting timed_out;
+                # the ctypes call is skipped on every other job's way out.
                 _clear_async_exception(self.thread)
 
     def _finish(self) -> bool:
