@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
@@ -87,11 +88,44 @@ def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+_JOBS_TRANSACTION = (
+    "{} is not allowed in a transactional job's handle(): Soleil commits the job's"
+    " transaction together with the job's deletion; use ctx.connection.transaction()"
+    " for a savepoint"
+)
+
+
+class PooledConnection(psycopg.Connection[TupleRow]):
+    """The connections of Soleil's pools. While a transactional job's handler runs
+    on one (`in_jobs_transaction`), the transaction is Soleil's: commit() and
+    rollback() raise, as they do inside psycopg's own transaction() block, whose
+    BEGIN Soleil sends itself (transaction.py)."""
+
+    in_jobs_transaction = False
+
+    def commit(self) -> None:
+        if self.in_jobs_transaction:
+            raise psycopg.ProgrammingError(_JOBS_TRANSACTION.format("commit()"))
+        super().commit()
+
+    def rollback(self) -> None:
+        if self.in_jobs_transaction:
+            raise psycopg.ProgrammingError(_JOBS_TRANSACTION.format("rollback()"))
+        super().rollback()
+
+
+def guard_transaction(conn: psycopg.Connection[Any], guarded: bool) -> None:
+    """Make `conn`'s commit() and rollback() raise (or work again)."""
+    if isinstance(conn, PooledConnection):
+        conn.in_jobs_transaction = guarded
+
+
 def make_pool(url: str, *, max_size: int, name: str = "soleil") -> ConnectionPool:
     """A pool of autocommit connections; statements that must commit together use
     `with conn.transaction()`. The pool replaces broken connections by itself."""
     return ConnectionPool(
         url,
+        connection_class=PooledConnection,
         min_size=1,
         max_size=max_size,
         open=False,

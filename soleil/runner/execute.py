@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import structlog
 
-from soleil.runner import transaction
+from soleil.runner import db, transaction
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.errors import JobTimeout, LeaseLost, WorkerLost
 from soleil.runner.job import Job, load_payload
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from soleil.runner.worker import Worker
 
 log = structlog.get_logger("soleil.job")
+
+# A chain goes back to the pool after this many jobs, so that the pool's checks
+# and max_lifetime still apply to its connection under a steady backlog.
+CHAIN_LIMIT = 1000
 
 
 class Executor:
@@ -52,6 +56,7 @@ class Executor:
         self._taken: list[ClaimedJob | None] = []
         self._chain: psycopg.Connection[Any] | None = None
         self._opened: transaction.Opened | None = None
+        self._chained = 0  # jobs chained on the connection since it left the pool
         self.thread = threading.Thread(target=self._loop, name=f"soleil-executor-{number}", daemon=True)
 
     def start(self) -> None:
@@ -132,11 +137,13 @@ class Executor:
         conn = self._open(claimed, timeout)
         with self._lock:
             self._connection = conn
+        db.guard_transaction(conn, True)
         try:
             self._set_in_handler(True)
             instance.handle(worker.context(claimed, connection=conn))
             self._set_in_handler(False)
         finally:
+            db.guard_transaction(conn, False)
             with self._lock:
                 self._connection = None
         status = conn.info.transaction_status
@@ -148,9 +155,10 @@ class Executor:
                 " nothing it wrote was committed"
             )
         if status == psycopg.pq.TransactionStatus.IDLE:
+            # Past the guard (an explicit "COMMIT" statement): what it committed stays.
             raise RuntimeError(
-                "handle() committed or rolled back the job's own transaction; use"
-                " ctx.connection.transaction() for a savepoint and leave the commit to Soleil"
+                "handle() ended the job's own transaction; use ctx.connection.transaction()"
+                " for a savepoint and leave the commit to Soleil"
             )
         self._commit(conn)  # on a lost connection, this raises
 
@@ -183,16 +191,21 @@ class Executor:
             raise error  # the next job's transaction ends with the chain: it opens anew
         if following is None:
             self._end_chain()
+        else:
+            self._chained += 1
 
     def _take_following(self) -> ClaimedJob | None:
         """The inbox's next job, if it can join the chain; anything else taken stays
         in self._taken for the loop."""
+        if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
+            # A timed-out job's late cancel must not land on the next job's opening.
+            return None
         try:
             item = self.inbox.get_nowait()
         except queue.Empty:
             return None
         self._taken.append(item)
-        if item is None or self.worker.stopping or self.abandoned or item.attempt > item.max_attempts:
+        if item is None or item.attempt > item.max_attempts:
             return None
         cls = self.worker.job_class_or_none(item.name)
         return item if cls is not None and cls.transactional else None
@@ -200,12 +213,13 @@ class Executor:
     def _end_chain(self) -> None:
         """Roll back a transaction left open (a failure, or a job opened but not
         run) and give the chain's connection back to the pool."""
-        conn, self._chain, self._opened = self._chain, None, None
+        conn, self._chain, self._opened, self._chained = self._chain, None, None, 0
         if conn is None:
             return
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # psycopg's rollback(): it also forgets statements it prepared meanwhile.
             with contextlib.suppress(psycopg.Error):
-                transaction.end(conn, commit=False)
+                conn.rollback()
         self.worker.pool.putconn(conn)
 
     def _set_in_handler(self, value: bool) -> None:

@@ -34,7 +34,9 @@ _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
 
 # Connections on which the fence is prepared. A handler that runs DEALLOCATE ALL
 # or DISCARD ALL unprepares it; the next fence on that connection then fails with
-# 26000 and is prepared and sent again (see open_next).
+# 26000 and is prepared and sent again (see open_next). (psycopg's own prepared
+# statements are psycopg's affair: it notices such a command only the first time
+# it sees its text on a connection.)
 _prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 # libpq before 14 has no pipeline mode: each command then goes on its own.
@@ -104,14 +106,6 @@ def open_next(
         _exchange(conn, [[_send(b"ROLLBACK")]])
         return commit_error, open_next(conn, fence)[1]
     return commit_error, Opened(fence, fenced=False, error=error)
-
-
-def end(conn: psycopg.Connection[Any], *, commit: bool) -> psycopg.Error | None:
-    """COMMIT or ROLLBACK the open transaction; the COMMIT's error, if any."""
-    if not commit:
-        _exchange(conn, [[_send(b"ROLLBACK")]])
-        return None
-    return open_next(conn, None, commit=True)[0]
 
 
 def _send(command: bytes) -> Command:

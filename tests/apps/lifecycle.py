@@ -278,17 +278,32 @@ class InsertDeferred(Job):
 
 
 class EndsOwnTransaction(Job):
-    """Transactional: writes, then rolls its own transaction back (not allowed)."""
+    """Transactional, two tries: attempt 1 writes, calls commit() or rollback() (`how`)
+    on the job's connection, writes again and raises; it records what stopped it in
+    public.hooks (through its own connection). Attempt 2 writes and succeeds."""
 
     name = "tests.ends_own_transaction"
     transactional = True
-    tries = 1
+    tries = 2
     key: str
+    how: str
 
     def handle(self, ctx: JobContext) -> None:
         assert ctx.connection is not None
-        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
-        ctx.connection.rollback()
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (f"{self.key}:{ctx.attempt}",))
+        if ctx.attempt > 1:
+            return
+        try:
+            getattr(ctx.connection, self.how)()
+        except Exception as exc:
+            with ctx.runner.connection() as own:
+                own.execute(
+                    "INSERT INTO public.hooks (job_id, error) VALUES (%s, %s)",
+                    (ctx.job_id, f"{type(exc).__name__}: {str(exc).split(':')[0]}"),
+                )
+            raise
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES ('after the end')")
+        raise RuntimeError(f"{self.how}() went through")
 
 
 class Deallocates(Job):

@@ -62,7 +62,7 @@ def test_a_failed_commit_does_not_abort_the_next_jobs_opening(
         assert isinstance(commit_error, psycopg.errors.UniqueViolation)
         assert opened is not None and opened.fenced and opened.error is None
         chain.execute("INSERT INTO public.effects (key) VALUES ('second')")
-        assert transaction.end(chain, commit=True) is None
+        chain.commit()
     assert effects(conn) == ["second"]
     # The first job's deletion rolled back with its commit; the second's committed.
     assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs")] == [first.job_id]
@@ -76,7 +76,7 @@ def test_the_fence_refuses_an_attempt_that_is_no_longer_this_workers(
     with psycopg.connect(database_url, autocommit=True) as chain:
         _, opened = transaction.open_next(chain, earlier_attempt)
         assert opened is not None and not opened.fenced and opened.error is None
-        assert transaction.end(chain, commit=False) is None
+        chain.rollback()
     assert count_jobs(conn) == 1
 
 
@@ -91,7 +91,7 @@ def test_the_fence_is_prepared_again_after_deallocate_all(
         commit_error, opened = transaction.open_next(chain, second, commit=True)
         assert commit_error is None
         assert opened is not None and opened.fenced and opened.error is None
-        assert transaction.end(chain, commit=True) is None
+        chain.commit()
     assert count_jobs(conn) == 0
 
 
@@ -112,16 +112,18 @@ def test_a_worker_runs_a_chain_where_each_job_commits_or_fails_alone(
     assert count_failed(conn) == 1
 
 
-def test_a_job_that_rolls_back_its_own_transaction_fails_with_a_clear_error(
-    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+@pytest.mark.parametrize("how", ["commit", "rollback"])
+def test_a_handler_cannot_end_the_jobs_transaction_itself(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, how: str
 ) -> None:
-    job_id = runner.dispatch(EndsOwnTransaction(key="undone"))
-    runner.dispatch(InsertRow(key="after"))
-    start_worker(concurrency=1, prefetch=4)
-    wait_for(lambda: count_failed(conn) == 1 and count_jobs(conn) == 0, what="the job to fail")
-    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_id,))
-    assert "rolled back the job's own transaction" in exception, exception
-    assert effects(conn) == ["after"]
+    # Attempt 1 writes, tries to end the transaction, writes again and fails; attempt 2 succeeds.
+    job_id = runner.dispatch(EndsOwnTransaction(key="k", how=how))
+    start_worker(concurrency=1, backoff=0)
+    wait_for(lambda: count_jobs(conn) == 0, what="the job to succeed on its second attempt")
+    assert effects(conn) == ["k:2"], "nothing of the first attempt was committed"
+    message = scalar(conn, "SELECT error FROM public.hooks WHERE job_id = %s", (job_id,))
+    assert message == f"ProgrammingError: {how}() is not allowed in a transactional job's handle()", message
+    assert count_failed(conn) == 0
 
 
 def test_a_handler_that_deallocates_prepared_statements_does_not_break_the_chain(
