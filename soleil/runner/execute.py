@@ -169,8 +169,7 @@ class Executor:
         if opened is None or opened.fence.job_id != claimed.id or self._chain is None:
             self._end_chain()
             self._chain = self.worker.pool.getconn()
-            fence = transaction.Fence(claimed.id, self.worker.id, claimed.attempt, int(timeout * 1000))
-            opened = transaction.open_next(self._chain, fence)[1]
+            opened = transaction.open_next(self._chain, self._fence(claimed, timeout))[1]
             assert opened is not None
         if opened.error is not None:
             raise opened.error
@@ -184,8 +183,7 @@ class Executor:
         following = self._take_following()
         fence = None
         if following is not None:
-            timeout = self.worker.timeout_for(following.name)
-            fence = transaction.Fence(following.id, self.worker.id, following.attempt, int(timeout * 1000))
+            fence = self._fence(following, self.worker.timeout_for(following.name))
         error, self._opened = transaction.open_next(conn, fence, commit=True)
         if error is not None:
             raise error  # the next job's transaction ends with the chain: it opens anew
@@ -193,6 +191,9 @@ class Executor:
             self._end_chain()
         else:
             self._chained += 1
+
+    def _fence(self, claimed: ClaimedJob, timeout: float) -> transaction.Fence:
+        return transaction.Fence(claimed.id, self.worker.id, claimed.attempt, int(timeout * 1000))
 
     def _take_following(self) -> ClaimedJob | None:
         """The inbox's next job, if it can join the chain; anything else taken stays
