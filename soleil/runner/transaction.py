@@ -30,7 +30,7 @@ from soleil.runner import queries
 FENCE_NAME = b"soleil_job_fence"
 _UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the fence was unprepared
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
-_FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
+_FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
 
 # Connections on which the fence is prepared. A handler that runs DEALLOCATE ALL
 # or DISCARD ALL unprepares it; the next fence on that connection then fails with
@@ -147,13 +147,13 @@ def _one_by_one(conn: psycopg.Connection[Any], segment: list[Command]) -> list[P
     for command in segment:
         command(conn.pgconn)
         results += conn.wait(generators.execute(conn.pgconn))
-        if results[-1].status in _FAILED:
+        if results[-1].status == _FATAL:
             break
     return results
 
 
 def _error_in(conn: psycopg.Connection[Any], results: list[PGresult]) -> psycopg.Error | None:
     for result in results:
-        if result.status in _FAILED and result.status != pq.ExecStatus.PIPELINE_ABORTED:
+        if result.status == _FATAL:
             return errors.error_from_result(result, encoding=conn.info.encoding)
     return None
