@@ -40,6 +40,11 @@ def count_failed(conn: psycopg.Connection[Any]) -> int:
     return int(scalar(conn, "SELECT count(*) FROM soleil.failed_jobs"))
 
 
+def effects(conn: psycopg.Connection[Any]) -> list[str]:
+    """The keys in public.effects, in the order they were written."""
+    return [row[0] for row in conn.execute("SELECT key FROM public.effects ORDER BY id")]
+
+
 @contextlib.contextmanager
 def nested_plans(conn: psycopg.Connection[Any], *, analyze: bool = False) -> Iterator[list[dict[str, Any]]]:
     """The plans of the statements run inside functions (the claim lives in

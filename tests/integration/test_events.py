@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from soleil.runner import Event, EventContext, Listener, Runner
-from tests.helpers import count_jobs, scalar, wait_for
+from tests.helpers import count_jobs, effects, scalar, wait_for
 
 
 class Paid(Event):
@@ -34,10 +34,6 @@ class SendReceiptLater(Listener[Paid]):
     def handle(self, event: Paid, ctx: EventContext) -> None:
         assert ctx.connection is not None and ctx.job is not None
         write_effect(ctx.connection, f"queued:{event.invoice}:{ctx.job.queue}")
-
-
-def effects(conn: psycopg.Connection[Any]) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT key FROM public.effects ORDER BY id")]
 
 
 def test_a_committed_event_runs_inline_listeners_now_and_queued_ones_on_a_worker(
