@@ -52,6 +52,17 @@ def claim(
     return jobs
 
 
+def claim_notified(
+    conn: psycopg.Connection[Any], *, job_id: int, queues: list[str], worker_id: int, default_tries: int
+) -> list[ClaimedJob]:
+    """Reserve the one job a notification named, if it is still there for the taking."""
+    cursor = conn.execute(
+        queries.get("job_claim_notified"),
+        {"id": job_id, "queues": queues, "worker_id": worker_id, "default_tries": default_tries},
+    )
+    return [ClaimedJob(*row) for row in cursor.fetchall()]
+
+
 def next_due_epoch(conn: psycopg.Connection[Any], queues: list[str]) -> tuple[float | None, float]:
     """(epoch when the next waiting job is due or None, the database's now)."""
     row = conn.execute(queries.get("job_next_available_at"), {"queues": queues}).fetchone()

@@ -69,7 +69,10 @@ def insert_one(
     delay: float,
     available_at: datetime | None,
     unique_key: str | None,
+    *,
+    own_transaction: bool,
 ) -> int | None:
+    """`own_transaction`: the row commits alone, so its notification may name it."""
     cursor = conn.execute(
         queries.get("job_insert_one"),
         {
@@ -81,6 +84,7 @@ def insert_one(
             "available_at": available_at,
             "delay": delay,
             "unique_key": unique_key,
+            "name_job": own_transaction,
         },
     )
     found = cursor.fetchone()

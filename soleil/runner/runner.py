@@ -142,9 +142,13 @@ class Runner:
         row = dispatch.to_row(job, self.max_payload_bytes, queue)
         seconds = float(delay or 0.0)
         if connection is not None:
-            return dispatch.insert_one(connection, row, priority, seconds, available_at, unique_key)
+            return dispatch.insert_one(
+                connection, row, priority, seconds, available_at, unique_key, own_transaction=False
+            )
         with self.connection() as conn:
-            return dispatch.insert_one(conn, row, priority, seconds, available_at, unique_key)
+            return dispatch.insert_one(
+                conn, row, priority, seconds, available_at, unique_key, own_transaction=True
+            )
 
     def dispatch_many(
         self,

@@ -30,11 +30,12 @@ class Wakeup:
         self.event.set()
 
     def job_notified(self, payload: str, *, claim_here: bool = False) -> bool:
-        """A job was dispatched; the payload is its due time in the database's clock.
-        Returns whether it is due now. With claim_here the caller claims at once
-        itself, so a job due now does not also wake the main loop to claim."""
+        """A job was dispatched; the payload is its due time in the database's clock
+        (see notified_job). Returns whether it is due now. With claim_here the
+        caller claims at once itself, so a job due now does not also wake the main
+        loop to claim."""
         try:
-            due = float(payload) - self.clock_offset
+            due = float(payload.partition(":")[0]) - self.clock_offset
         except ValueError:
             due = 0.0
         if due <= time.time() + DUE_SLACK_SECONDS:
@@ -58,3 +59,10 @@ class Wakeup:
     def wait(self, timeout: float) -> None:
         if self.event.wait(timeout):
             self.event.clear()
+
+
+def notified_job(payload: str) -> int | None:
+    """The job a notification names: its payload is "<due time>:<job id>" for a job
+    dispatched in a transaction of its own, the bare due time otherwise."""
+    _, _, job_id = payload.partition(":")
+    return int(job_id) if job_id.isdigit() else None

@@ -18,7 +18,7 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner import claim as claiming
-from soleil.runner import control, db, lease, limits, timeouts
+from soleil.runner import control, db, lease, limits, queries, timeouts
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.complete import Completer
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
@@ -29,7 +29,7 @@ from soleil.runner.migrate import check_schema
 from soleil.runner.names import channel, parse_queue_list, validate_queue
 from soleil.runner.options import WorkerOptions
 from soleil.runner.sdnotify import Notifier
-from soleil.runner.wakeup import Wakeup
+from soleil.runner.wakeup import Wakeup, notified_job
 
 if TYPE_CHECKING:
     from soleil.runner.runner import Runner
@@ -395,7 +395,11 @@ class Worker:
         return [q for q in self.queues if q not in self._paused] if self._paused else self.queues
 
     def _claim(
-        self, free: int, conn: psycopg.Connection[Any] | None = None, expected: int | None = None
+        self,
+        free: int,
+        conn: psycopg.Connection[Any] | None = None,
+        expected: int | None = None,
+        job_id: int | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to `free` jobs on `conn` (the listener's) or a pooled connection.
         When fewer than `expected` come back (default: `free`), look up when the next
@@ -412,7 +416,7 @@ class Worker:
                 return []
             wanted = free if expected is None else min(expected, free)
             if conn is not None:
-                jobs = self._claim_on(conn, queues, free, wanted)
+                jobs = self._claim_on(conn, queues, free, wanted, job_id)
             else:
                 with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
                     jobs = self._claim_on(pooled, queues, free, wanted)
@@ -420,11 +424,21 @@ class Worker:
             return jobs
 
     def _claim_on(
-        self, conn: psycopg.Connection[Any], queues: list[str], free: int, wanted: int
+        self,
+        conn: psycopg.Connection[Any],
+        queues: list[str],
+        free: int,
+        wanted: int,
+        job_id: int | None = None,
     ) -> list[ClaimedJob]:
-        jobs = claiming.claim(
-            conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
-        )
+        if job_id is None:
+            jobs = claiming.claim(
+                conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
+            )
+        else:
+            jobs = claiming.claim_notified(
+                conn, job_id=job_id, queues=queues, worker_id=self.id, default_tries=self.options.tries
+            )
         for job in jobs:  # executors start now, not after the look-up that may follow
             self._inbox.put(job)
         if len(jobs) < wanted:
@@ -484,12 +498,12 @@ class Worker:
         """The listener's batch. A job due now is claimed here, on the listener's
         connection: its thread and backend are awake already, while the main loop
         would be one thread wake-up and a pooled backend's wake-up away."""
-        due_now = 0
+        due_now: list[str] = []
         for note in notes:
             if note.channel == CONTROL_CHANNEL:
                 self._on_control(note.payload)
             elif self.wakeup.job_notified(note.payload, claim_here=True):
-                due_now += 1
+                due_now.append(note.payload)
         if due_now and not self._claim_notified(conn, due_now):
             self.wakeup.work_waiting()
 
@@ -497,20 +511,25 @@ class Worker:
         """The listener (re)subscribed. A notification may have been missed while it
         was away: look now, on its connection, which also readies that backend's
         plan of the claim before the first notification needs it."""
+        # Claims are all this session writes: like the claim function, they commit
+        # without waiting for the WAL flush (docs/guarantees.md).
+        conn.execute(queries.get("listener_session_async_commit"))
         if not self._claim_notified(conn, None):
             self.wakeup.work_waiting()
 
-    def _claim_notified(self, conn: psycopg.Connection[Any], notified: int | None) -> bool:
+    def _claim_notified(self, conn: psycopg.Connection[Any], payloads: list[str] | None) -> bool:
         """Claim on the listener's connection; False when the main loop should look
-        (no free executor, every free one filled so there may be more, or an error)."""
+        (no free executor, every free one filled so there may be more, or an error).
+        A single notified job is claimed by its key (job_claim_notified)."""
         if not self._claim_on_listener:
             return False
         with self._slots:
             free = self._take_free_slots()
         if not free:
             return False
+        job_id = notified_job(payloads[0]) if payloads and len(payloads) == 1 else None
         try:
-            jobs = self._claim(free, conn, expected=notified)
+            jobs = self._claim(free, conn, expected=len(payloads) if payloads else None, job_id=job_id)
         except BaseException as exc:
             self._return_slots(free)
             if not isinstance(exc, Exception) or isinstance(exc, psycopg.OperationalError) or conn.broken:

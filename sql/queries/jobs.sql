@@ -5,7 +5,11 @@
 -- name: job_insert_one :one
 -- Dispatch one job. A unique_key already held by a queued or running job makes
 -- this a no-op (no row returned). Wakes the queue's listeners at commit; the
--- payload of the notification is the due time, so idle workers can schedule it.
+-- payload of the notification is the due time, so idle workers can schedule it,
+-- followed by ":<id>" when %(name_job)s (a job dispatched in a transaction of its
+-- own): an idle worker then claims that row by its key (job_claim_notified).
+-- Inside a caller's transaction the payload stays the bare time, so that many
+-- dispatches there collapse into one notification per queue and due time.
 WITH inserted AS (
     INSERT INTO soleil.jobs (queue, job, payload, priority, max_attempts, available_at, unique_key)
     VALUES (
@@ -16,7 +20,10 @@ WITH inserted AS (
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue, available_at
 )
-SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text)
+SELECT id, pg_notify(
+    'soleil:' || queue,
+    extract(epoch FROM available_at)::text || CASE WHEN %(name_job)s THEN ':' || id ELSE '' END
+)
 FROM inserted;
 
 -- name: job_reserve_many :one
@@ -40,6 +47,31 @@ COPY soleil.jobs (id, queue, job, payload, priority, max_attempts, available_at)
 -- plan for the session instead of re-planning on every call.
 SELECT id, queue, job, payload, priority, attempt, max_attempts, available_epoch, reserved_epoch
 FROM soleil.claim_jobs(%(queues)s, %(limit)s, %(worker_id)s, %(default_tries)s);
+
+-- name: job_claim_notified :many
+-- Reserve the one job an idle worker was just notified of, by its key: a
+-- primary-key update instead of the claim function's scan, which is most of an
+-- idle worker's pickup once the notification has arrived. Only while the job is
+-- in one of the worker's (unpaused) queues, waiting and due; a row another
+-- worker is claiming at this moment is skipped, not waited for. The worker uses
+-- it only when a single job was notified: with nothing else ready, strict queue
+-- and priority order cannot pick another. Runs on the LISTEN connection, whose
+-- session commits without waiting for the WAL flush, as the claim function does
+-- (worker.py, Worker._on_listening).
+UPDATE soleil.jobs j
+SET attempts = j.attempts + 1,
+    reserved_at = now(),
+    reserved_by = %(worker_id)s,
+    max_attempts = COALESCE(j.max_attempts, %(default_tries)s)
+WHERE j.id = (
+    SELECT w.id FROM soleil.jobs w
+    WHERE w.id = %(id)s AND w.queue = ANY (%(queues)s::text[])
+      AND w.reserved_by IS NULL AND w.available_at <= now()
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_attempts,
+          extract(epoch FROM j.available_at)::float8,
+          extract(epoch FROM j.reserved_at)::float8;
 
 -- name: job_next_available_at :one
 -- When the next waiting job of these queues becomes due (NULL: none waiting).

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from soleil.runner import Runner
-from soleil.runner.claim import claim
+from soleil.runner.claim import claim, claim_notified
 from tests.apps.basic import Record
 from tests.helpers import nested_plans, scalar
 
@@ -144,3 +144,39 @@ def test_attempts_count_at_reservation_with_the_effective_tries(
     assert scalar(conn, "SELECT count(*) FROM soleil.jobs WHERE reserved_at IS NULL") == 0
     # Reserved jobs are not claimed again.
     assert claim(conn, queues=["default"], limit=5, worker_id=8, default_tries=4) == []
+
+
+def test_a_notified_job_is_claimed_by_its_key_and_nothing_else(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    first = runner.dispatch(Record(tag="first"))
+    notified = runner.dispatch(Record(tag="notified"))
+    assert first is not None and notified is not None
+    [claimed] = claim_notified(conn, job_id=notified, queues=["default"], worker_id=7, default_tries=2)
+    assert (claimed.id, claimed.attempt, claimed.max_attempts) == (notified, 1, 2)
+    rows = conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs ORDER BY id").fetchall()
+    assert rows == [(first, 0, None), (notified, 1, 7)]
+    # Reserved now: a second worker notified of it gets nothing.
+    assert claim_notified(conn, job_id=notified, queues=["default"], worker_id=8, default_tries=2) == []
+
+
+def test_a_notified_job_is_not_claimed_outside_the_workers_queues_or_before_it_is_due(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    elsewhere = runner.dispatch(Record(), queue="paused")
+    later = runner.dispatch(Record(), delay=60)
+    for job_id in (elsewhere, later):
+        assert job_id is not None
+        assert claim_notified(conn, job_id=job_id, queues=["default"], worker_id=7, default_tries=1) == []
+    assert scalar(conn, "SELECT count(*) FROM soleil.jobs WHERE reserved_by IS NULL") == 2
+
+
+def test_a_notified_job_another_worker_is_claiming_is_skipped_without_waiting(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(Record())
+    assert job_id is not None
+    with psycopg.connect(database_url) as other:  # holds the row, as a claim in flight would
+        other.execute("SELECT 1 FROM soleil.jobs WHERE id = %s FOR UPDATE", (job_id,))
+        conn.execute("SET statement_timeout = '5s'")  # waiting would fail the test, not hang it
+        assert claim_notified(conn, job_id=job_id, queues=["default"], worker_id=7, default_tries=1) == []

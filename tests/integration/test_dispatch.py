@@ -33,6 +33,24 @@ def test_dispatch_returns_the_new_rows_id_with_the_payload_and_options(
     assert row == ("default", "tests.versioned", {"count": 3}, 5, 0, None, None)
 
 
+def test_a_job_dispatched_alone_is_named_in_its_notification(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Idle workers claim such a job by its key; dispatches inside a caller's
+    transaction keep the bare due time, so that they collapse into one notification."""
+    conn.execute('LISTEN "soleil:default"')
+    alone = runner.dispatch(Record(tag="alone"))
+    with psycopg.connect(database_url) as caller:
+        for tag in ("a", "b", "c"):
+            runner.dispatch(Record(tag=tag), connection=caller)
+        caller.commit()
+    payloads = [note.payload for note in conn.notifies(timeout=2.0, stop_after=2)]
+    assert len(payloads) == 2, payloads
+    due, _, named = payloads[0].partition(":")
+    assert named == str(alone) and float(due) > 0
+    assert ":" not in payloads[1] and float(payloads[1]) > 0
+
+
 def test_dispatch_many_returns_ids_in_order(runner: Runner, conn: psycopg.Connection[Any]) -> None:
     ids = runner.dispatch_many([Versioned(count=i) for i in range(50)])
     assert len(ids) == 50 and len(set(ids)) == 50

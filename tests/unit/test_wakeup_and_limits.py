@@ -6,7 +6,7 @@ import time
 
 from soleil.runner import limits
 from soleil.runner.options import WorkerOptions
-from soleil.runner.wakeup import Wakeup
+from soleil.runner.wakeup import Wakeup, notified_job
 
 
 def test_a_job_due_now_wakes_the_worker_to_claim() -> None:
@@ -59,3 +59,17 @@ def test_limits() -> None:
     assert limits.reached(WorkerOptions(memory_mb=1), 0, 0) == ("memory limit exceeded", limits.EXIT_MEMORY)
     assert limits.reached(WorkerOptions(memory_mb=10**6), 0, 0) is None
     assert limits.rss_mb() > 1
+
+
+def test_a_notification_names_its_job_only_when_dispatched_alone() -> None:
+    now = time.time()
+    assert notified_job(f"{now}:42") == 42
+    assert notified_job(str(now)) is None
+    assert notified_job("0") is None and notified_job("") is None
+    wakeup = Wakeup()
+    wakeup.work_ready = False
+    wakeup.job_notified(f"{now}:42")  # the due time still decides when to look
+    assert wakeup.work_ready
+    wakeup = Wakeup()
+    assert not wakeup.job_notified(f"{now + 60}:43")
+    assert wakeup.next_due is not None and abs(wakeup.next_due - (now + 60)) < 0.01
