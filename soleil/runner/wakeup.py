@@ -63,6 +63,14 @@ class Wakeup:
 
 def notified_job(payload: str) -> int | None:
     """The job a notification names: its payload is "<due time>:<job id>" for a job
-    dispatched in a transaction of its own, the bare due time otherwise."""
+    dispatched in a transaction of its own, the bare due time otherwise. Anyone who
+    may connect may NOTIFY: anything but a plain bigint names no job."""
     _, _, job_id = payload.partition(":")
-    return int(job_id) if job_id.isdigit() else None
+    if not (0 < len(job_id) <= _BIGINT_DIGITS and job_id.isascii() and job_id.isdigit()):
+        return None
+    number = int(job_id)
+    return number if number <= _BIGINT_MAX else None
+
+
+_BIGINT_MAX = 2**63 - 1
+_BIGINT_DIGITS = len(str(_BIGINT_MAX))

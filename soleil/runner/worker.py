@@ -18,7 +18,7 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner import claim as claiming
-from soleil.runner import control, db, lease, limits, queries, timeouts
+from soleil.runner import control, db, lease, limits, timeouts
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.complete import Completer
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
@@ -98,6 +98,10 @@ class Worker:
         # The main loop and the listener both claim; one at a time, so max_jobs holds.
         self._claim_lock = threading.Lock()
         self._claim_on_listener = True
+        # Whether the last claim left nothing ready behind (it took fewer jobs than
+        # it could): only then may a single notified job be claimed by its key,
+        # since with nothing else ready no queue or priority order can pick another.
+        self._drained = False
         self._handed_back: list[ClaimedJob] = []
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self.executors: list[Executor] = []
@@ -416,10 +420,13 @@ class Worker:
                 return []
             wanted = free if expected is None else min(expected, free)
             if conn is not None:
-                jobs = self._claim_on(conn, queues, free, wanted, job_id)
+                jobs = self._claim_on(conn, queues, free, wanted, job_id if self._drained else None)
             else:
                 with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
                     jobs = self._claim_on(pooled, queues, free, wanted)
+            if job_id is None or not self._drained:
+                # A notification that found no free executor meanwhile set work_ready.
+                self._drained = len(jobs) < free and not self.wakeup.work_ready
             self._claimed += len(jobs)
             return jobs
 
@@ -511,23 +518,21 @@ class Worker:
         """The listener (re)subscribed. A notification may have been missed while it
         was away: look now, on its connection, which also readies that backend's
         plan of the claim before the first notification needs it."""
-        # Claims are all this session writes: like the claim function, they commit
-        # without waiting for the WAL flush (docs/guarantees.md).
-        conn.execute(queries.get("listener_session_async_commit"))
         if not self._claim_notified(conn, None):
             self.wakeup.work_waiting()
 
     def _claim_notified(self, conn: psycopg.Connection[Any], payloads: list[str] | None) -> bool:
         """Claim on the listener's connection; False when the main loop should look
         (no free executor, every free one filled so there may be more, or an error).
-        A single notified job is claimed by its key (job_claim_notified)."""
+        A single notified job is claimed by its key when nothing else was left ready."""
         if not self._claim_on_listener:
             return False
+        job_id = notified_job(payloads[0]) if payloads and len(payloads) == 1 else None
         with self._slots:
             free = self._take_free_slots()
         if not free:
+            self._drained = False  # jobs may be waiting for a free executor now
             return False
-        job_id = notified_job(payloads[0]) if payloads and len(payloads) == 1 else None
         try:
             jobs = self._claim(free, conn, expected=len(payloads) if payloads else None, job_id=job_id)
         except BaseException as exc:

@@ -54,10 +54,10 @@ FROM soleil.claim_jobs(%(queues)s, %(limit)s, %(worker_id)s, %(default_tries)s);
 -- idle worker's pickup once the notification has arrived. Only while the job is
 -- in one of the worker's (unpaused) queues, waiting and due; a row another
 -- worker is claiming at this moment is skipped, not waited for. The worker uses
--- it only when a single job was notified: with nothing else ready, strict queue
--- and priority order cannot pick another. Runs on the LISTEN connection, whose
--- session commits without waiting for the WAL flush, as the claim function does
--- (worker.py, Worker._on_listening).
+-- it only for a single notified job, and only when its last claim left nothing
+-- else ready (worker.py, Worker._claim): strict queue and priority order cannot
+-- pick another job then. Like the claim function it commits without waiting for
+-- the WAL flush, for its own transaction only (set_config's is_local).
 UPDATE soleil.jobs j
 SET attempts = j.attempts + 1,
     reserved_at = now(),
@@ -69,6 +69,7 @@ WHERE j.id = (
       AND w.reserved_by IS NULL AND w.available_at <= now()
     FOR UPDATE SKIP LOCKED
 )
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 RETURNING j.id, j.queue, j.job, j.payload::text, j.priority, j.attempts, j.max_attempts,
           extract(epoch FROM j.available_at)::float8,
           extract(epoch FROM j.reserved_at)::float8;

@@ -31,8 +31,3 @@ WITH gone AS (
 UPDATE soleil.jobs SET reserved_by = NULL, reserved_at = NULL, available_at = now()
 WHERE reserved_by = %(id)s;
 
--- name: listener_session_async_commit :none
--- A worker's LISTEN connection writes nothing but claims (job_claim_notified and
--- the claim function): its whole session commits without waiting for the WAL
--- flush, as the claim function does for its own transaction.
-SET synchronous_commit = off;

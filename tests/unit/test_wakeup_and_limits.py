@@ -66,6 +66,10 @@ def test_a_notification_names_its_job_only_when_dispatched_alone() -> None:
     assert notified_job(f"{now}:42") == 42
     assert notified_job(str(now)) is None
     assert notified_job("0") is None and notified_job("") is None
+    # Anyone who may connect may NOTIFY: nothing but a plain bigint names a job.
+    for payload in ("0:²", "0:٣", "0:-1", "0:1e3", "0: 7", f"0:{2**63}", "0:" + "9" * 5000):
+        assert notified_job(payload) is None, payload
+    assert notified_job(f"0:{2**63 - 1}") == 2**63 - 1
     wakeup = Wakeup()
     wakeup.work_ready = False
     wakeup.job_notified(f"{now}:42")  # the due time still decides when to look
