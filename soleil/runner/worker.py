@@ -419,12 +419,13 @@ class Worker:
             if not queues or free <= 0 or self._stop.is_set():
                 return []
             wanted = free if expected is None else min(expected, free)
+            by_key = job_id if self._drained else None
             if conn is not None:
-                jobs = self._claim_on(conn, queues, free, wanted, job_id if self._drained else None)
+                jobs = self._claim_on(conn, queues, free, wanted, by_key)
             else:
                 with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
                     jobs = self._claim_on(pooled, queues, free, wanted)
-            if job_id is None or not self._drained:
+            if by_key is None:
                 # A notification that found no free executor meanwhile set work_ready.
                 self._drained = len(jobs) < free and not self.wakeup.work_ready
             self._claimed += len(jobs)

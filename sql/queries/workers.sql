@@ -30,4 +30,3 @@ WITH gone AS (
 )
 UPDATE soleil.jobs SET reserved_by = NULL, reserved_at = NULL, available_at = now()
 WHERE reserved_by = %(id)s;
-
