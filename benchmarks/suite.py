@@ -82,6 +82,21 @@ def without_prefetch(concurrency: int) -> WorkerOptions:
     return dataclasses.replace(bench_soleil.worker_options(concurrency), prefetch=0)
 
 
+# Transactional jobs measured a second time with fewer executors and a deep
+# prefetch (what suits them on 2 cores), with and without transaction groups.
+FEW_EXECUTORS = 4
+DEEP_PREFETCH = 100
+TRANSACTION_GROUP = 20
+
+
+def deep_prefetch(concurrency: int) -> WorkerOptions:
+    return WorkerOptions(concurrency=concurrency, prefetch=DEEP_PREFETCH)
+
+
+def grouped(concurrency: int) -> WorkerOptions:
+    return dataclasses.replace(deep_prefetch(concurrency), transaction_group=TRANSACTION_GROUP)
+
+
 async def measure_backlog(
     base: SoleilAdapter, admin: Any, cfg: common.Config, *, backlog: int, delayed: int
 ) -> dict[str, Any]:
@@ -182,12 +197,22 @@ async def run(cfg: common.Config, dsn: str, phases: set[str], backlog: int, dela
         if "latency" in phases:
             result["latency"] = await common.measure_latency(adapter, admin, cfg, cfg.conc_n)
         if "transactional" in phases:
-            transactional = VariantAdapter(cfg, job_class=TransactionalWrite, label="soleil (transactional)")
-            transactional.runner = adapter.runner
-            await admin.execute("TRUNCATE public.bench_effects")
-            res = await common.measure_processing(transactional, admin, cfg, cfg.conc_n)
-            res["rows_written"] = await admin.scalar("SELECT count(*) FROM public.bench_effects")
-            result["transactional_concN"] = res
+            few = min(FEW_EXECUTORS, cfg.conc_n)
+            for key, options, concurrency, label in [
+                ("transactional_concN", bench_soleil.worker_options, cfg.conc_n, ""),
+                ("transactional_few", deep_prefetch, few, ""),
+                ("transactional_few_grouped", grouped, few, f", transaction_group={TRANSACTION_GROUP}"),
+            ]:
+                transactional = VariantAdapter(
+                    cfg, job_class=TransactionalWrite, options=options, label=f"soleil (transactional{label})"
+                )
+                transactional.runner = adapter.runner
+                await admin.execute("TRUNCATE public.bench_effects")
+                res = await common.measure_processing(transactional, admin, cfg, concurrency)
+                res["rows_written"] = await admin.scalar("SELECT count(*) FROM public.bench_effects")
+                if options is grouped:
+                    res["setting"] += f", transaction_group={TRANSACTION_GROUP}"
+                result[key] = res
         if "deep" in phases:
             # The same measurement on a queue holding only the jobs processed: the
             # deep cases' reference, taken right before them.
@@ -254,10 +279,13 @@ def markdown(result: dict[str, Any]) -> str:
             _rate(result.get("process_concN_no_prefetch")),
             _ratio(result.get("process_concN_no_prefetch"), empty),
         ),
-        (
-            f"transactional (1 row written per job), concurrency {conc}",
-            _rate(result.get("transactional_concN")),
-            _ratio(result.get("transactional_concN"), empty),
+        *(
+            (
+                f"transactional (1 row written per job), {_setting(result.get(key), key)}",
+                _rate(result.get(key)),
+                _ratio(result.get(key), empty),
+            )
+            for key in ("transactional_concN", "transactional_few", "transactional_few_grouped")
         ),
     ]
     deep_empty = result.get("deep_empty")

@@ -24,6 +24,8 @@ def test_the_suite_completes_and_writes_json_and_markdown(empty_database_url: st
         "process_conc1_no_prefetch",
         "process_concN_no_prefetch",
         "transactional_concN",
+        "transactional_few",
+        "transactional_few_grouped",
         "deep_empty",
         "deep_backlog",
         "deep_delayed_in_front",
@@ -34,13 +36,14 @@ def test_the_suite_completes_and_writes_json_and_markdown(empty_database_url: st
         assert result[key]["jobs_per_s"] > 0, key
     for key in ("enqueue_single", "enqueue_bulk"):
         assert result[key]["in_db"] == result[key]["jobs"], key
-    assert result["transactional_concN"]["rows_written"] == result["transactional_concN"]["jobs"]
+    for key in ("transactional_concN", "transactional_few", "transactional_few_grouped"):
+        assert result[key]["rows_written"] == result[key]["jobs"], key
     latency = result["latency"]
     assert latency["received"] == latency["jobs"]
     assert all(math.isfinite(latency[p]) for p in ("p50_ms", "p95_ms", "p99_ms"))
 
     table = (tmp_path / "soleil-suite.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| case")]
-    assert len(rows) == 10
+    assert len(rows) == 12
     assert all(line.count("|") == 4 for line in rows)
     assert any(line.startswith("Pickup latency") for line in table)

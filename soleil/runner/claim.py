@@ -21,6 +21,7 @@ class ClaimedJob:
     max_attempts: int
     available_epoch: float  # database clock
     reserved_epoch: float  # database clock
+    solo: bool = False  # to run in a transaction of its own, not in a transaction group
 
     def log_fields(self) -> dict[str, object]:
         """The key-values every job.* log event carries."""

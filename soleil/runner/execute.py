@@ -9,6 +9,12 @@ handler has returned and the next job waiting in the inbox is transactional
 too, the executor takes it at once and sends the COMMIT of the first with the
 BEGIN and fence of the second (transaction.py). The chain's connection goes
 back to the pool as soon as no transactional job follows.
+
+With WorkerOptions.transaction_group above 1, the next job may join the open
+transaction instead, in a savepoint: a group of jobs then shares one COMMIT.
+A job's completion is reported once its group has committed. A job that fails
+rolls back to its savepoint and the jobs before it commit; if the group's
+COMMIT fails, each of its jobs runs again in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class Executor:
         self._chain: psycopg.Connection[Any] | None = None
         self._opened: transaction.Opened | None = None
         self._chained = 0  # jobs chained on the connection since it left the pool
+        # The transaction group: jobs whose handlers returned, their writes and
+        # deletions waiting for the chain's COMMIT (with their durations in ms).
+        self._group: list[tuple[ClaimedJob, float]] = []
+        self._group_since = 0.0  # when its first job returned
         self.thread = threading.Thread(target=self._loop, name=f"soleil-executor-{number}", daemon=True)
 
     def start(self) -> None:
@@ -120,8 +130,9 @@ class Executor:
         if not self._finish():
             return  # abandoned after its timeout: the worker has recorded the outcome
         if error is None:
-            worker.completer.completed(claimed, duration_ms, delete=not transactional)
-            log.info("job.completed", duration_ms=round(duration_ms, 3), **fields)
+            if not transactional:  # a transactional job is reported when its group commits
+                worker.completer.completed(claimed, duration_ms, delete=True)
+                log.info("job.completed", duration_ms=round(duration_ms, 3), **fields)
         elif isinstance(error, LeaseLost):
             log.warning("job.lease_lost", **fields)
         else:
@@ -160,6 +171,10 @@ class Executor:
                 "handle() ended the job's own transaction; use ctx.connection.transaction()"
                 " for a savepoint and leave the commit to Soleil"
             )
+        with self._lock:
+            if not self._group:
+                self._group_since = time.monotonic()
+            self._group.append((claimed, (time.monotonic() - self.started) * 1000.0))
         self._commit(conn)  # on a lost connection, this raises
 
     def _open(self, claimed: ClaimedJob, timeout: float) -> psycopg.Connection[Any]:
@@ -178,19 +193,55 @@ class Executor:
         return self._chain
 
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
-        """Commit the job; open the next one's transaction with it when it is
-        transactional and already waiting."""
+        """Commit the job's group, or keep it open for the next job when that one
+        is transactional, already waiting and the group has room; open the next
+        one's transaction in the same round trip."""
         following = self._take_following()
         fence = None
         if following is not None:
             fence = self._fence(following, self.worker.timeout_for(following.name))
-        error, self._opened = transaction.open_next(conn, fence, commit=True)
-        if error is not None:
-            raise error  # the next job's transaction ends with the chain: it opens anew
+            self._chained += 1
+        nested = following is not None and self._group_has_room(following)
+        error: psycopg.Error | None
+        try:
+            # An error of the next job's opening is in self._opened: _open raises it.
+            error, self._opened = transaction.open_next(conn, fence, commit=not nested, nested=nested)
+        except psycopg.Error as exc:  # the connection is lost, and the group's writes with it
+            error, self._opened = exc, None
+        if nested and error is None:
+            return
+        if error is not None and len(self._group) == 1:
+            self._take_group()
+            raise error  # the job fails as it would alone; the next one opens anew
+        self._settle(committed=error is None)
         if following is None:
             self._end_chain()
-        else:
-            self._chained += 1
+
+    def _group_has_room(self, following: ClaimedJob) -> bool:
+        group, options = self._group, self.worker.options
+        return (
+            len(group) < options.transaction_group
+            and not following.solo
+            and not group[0][0].solo
+            and time.monotonic() - self._group_since < options.completion_interval
+        )
+
+    def _take_group(self) -> list[tuple[ClaimedJob, float]]:
+        with self._lock:
+            group, self._group = self._group, []
+            return group
+
+    def _settle(self, *, committed: bool) -> None:
+        """The group's COMMIT is over: report its jobs completed, or run each of
+        them again alone when it failed (their writes were rolled back)."""
+        group = self._take_group()
+        if committed:
+            for claimed, duration_ms in group:
+                self.worker.completer.completed(claimed, duration_ms, delete=False)
+                log.info("job.completed", duration_ms=round(duration_ms, 3), **claimed.log_fields())
+        elif group and not self.abandoned:  # abandon() took those before the abandoned job
+            log.warning("job.group_rolled_back", jobs=[claimed.id for claimed, _ in group])
+            self.worker.requeue([claimed for claimed, _ in group])
 
     def _fence(self, claimed: ClaimedJob, timeout: float) -> transaction.Fence:
         return transaction.Fence(claimed.id, self.worker.id, claimed.attempt, int(timeout * 1000))
@@ -213,10 +264,16 @@ class Executor:
 
     def _end_chain(self) -> None:
         """Roll back a transaction left open (a failure, or a job opened but not
-        run) and give the chain's connection back to the pool."""
+        run), commit the group of jobs before it, and give the chain's connection
+        back to the pool."""
         conn, self._chain, self._opened, self._chained = self._chain, None, None, 0
         if conn is None:
             return
+        if self._group:
+            committed = False
+            with contextlib.suppress(psycopg.Error):
+                committed = transaction.end_group(conn)
+            self._settle(committed=committed)
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # psycopg's rollback(): it also forgets statements it prepared meanwhile.
             with contextlib.suppress(psycopg.Error):
@@ -255,16 +312,20 @@ class Executor:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=2.0)
 
-    def abandon(self) -> tuple[ClaimedJob, int | None] | None:
-        """Give up on a job that ignored its timeout. Returns the job and, for a
-        transactional one, the backend to terminate; None if it finished meanwhile."""
+    def abandon(self) -> tuple[ClaimedJob, int | None, list[ClaimedJob]] | None:
+        """Give up on a job that ignored its timeout. Returns the job, for a
+        transactional one the backend to terminate, and the jobs grouped before
+        it (terminating the backend rolls them back); None if it finished meanwhile."""
         with self._lock:
             if self.current is None:
                 return None
             self.abandoned = True
             conn = self._connection
             pid = conn.info.backend_pid if conn is not None else None
-            return self.current, pid
+            current = self.current
+            grouped = [claimed for claimed, _ in self._group if claimed is not current]
+            self._group = []
+            return current, pid, grouped
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

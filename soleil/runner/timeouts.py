@@ -50,12 +50,13 @@ def abandon(worker: Worker, executor: Executor) -> None:
     taken = executor.abandon()
     if taken is None:
         return  # it finished meanwhile
-    claimed, backend_pid = taken
+    claimed, backend_pid, grouped = taken
     log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
         # Its transaction holds the job row; end it so the outcome can be written.
         with worker.pool.connection() as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+    worker.requeue(grouped)  # their writes went with the terminated transaction
     record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
     worker.replace_executor(executor)
 

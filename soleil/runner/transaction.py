@@ -9,6 +9,11 @@ the COMMIT of the job before it: two round trips per job plus the handler's own.
 The COMMIT and the next job's opening are separate pipeline segments (a Sync
 after each), so a COMMIT that fails does not abort the next job's BEGIN.
 
+With a transaction group (WorkerOptions.transaction_group), the next job may
+instead join the open transaction in a savepoint of its own: SAVEPOINT and its
+fence replace COMMIT, BEGIN and the fence, and one COMMIT ends the group. A
+job that fails rolls back to its savepoint; the jobs before it still commit.
+
 psycopg's own pipeline mode flushes and polls after every statement; libpq's
 is used directly so that a segment costs one send and one wait. The fence is a
 server-side prepared statement with its parameters sent apart from the SQL.
@@ -29,6 +34,7 @@ from soleil.runner import queries
 
 FENCE_NAME = b"soleil_job_fence"
 _UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the fence was unprepared
+_SAVEPOINT = b"SAVEPOINT soleil_job"
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
 
@@ -74,12 +80,32 @@ class Opened:
 
 
 def open_next(
-    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool = False
+    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool = False, nested: bool = False
 ) -> tuple[psycopg.Error | None, Opened | None]:
     """Commit the connection's open transaction (when `commit`), then begin the
-    transaction of `fence`'s job and run its fence, all in one round trip.
+    transaction of `fence`'s job and run its fence, all in one round trip; when
+    `nested`, the job joins the open transaction in a savepoint instead.
     Returns the COMMIT's error (None: committed, or nothing to commit) and the
     new transaction (None without `fence`)."""
+    return _open(conn, fence, commit=commit, lead=[_SAVEPOINT] if nested else [b"BEGIN"])
+
+
+def end_group(conn: psycopg.Connection[Any]) -> bool:
+    """Roll the latest job's savepoint back and commit the jobs before it, in one
+    round trip. True when they committed."""
+    results = _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)], [_send(b"COMMIT")]])
+    # After a failed ROLLBACK TO, COMMIT still succeeds but reports ROLLBACK.
+    commit = results[1]
+    return (
+        len(commit) == 1
+        and commit[0].status == pq.ExecStatus.COMMAND_OK
+        and commit[0].command_status == b"COMMIT"
+    )
+
+
+def _open(
+    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool, lead: list[bytes]
+) -> tuple[psycopg.Error | None, Opened | None]:
     segments: list[list[Command]] = []
     if commit:
         segments.append([_send(b"COMMIT")])
@@ -89,7 +115,8 @@ def open_next(
             sql = queries.get("job_fence").encode()
             opening.append(lambda pg: pg.send_prepare(FENCE_NAME, sql))
         params = fence.params()
-        opening += [_send(b"BEGIN"), lambda pg: pg.send_query_prepared(FENCE_NAME, params)]
+        opening += [_send(command) for command in lead]
+        opening.append(lambda pg: pg.send_query_prepared(FENCE_NAME, params))
         segments.append(opening)
     results = _exchange(conn, segments)
     commit_error = _error_in(conn, results[0]) if commit else None
@@ -103,8 +130,11 @@ def open_next(
         return commit_error, Opened(fence, fenced=opening_results[-1].ntuples == 1)
     if error.sqlstate == _UNDEFINED_STATEMENT and conn in _prepared:
         _prepared.discard(conn)
+        if lead == [_SAVEPOINT]:  # the savepoint stays; the jobs before it are kept
+            _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)]])
+            return commit_error, _open(conn, fence, commit=False, lead=[])[1]
         _exchange(conn, [[_send(b"ROLLBACK")]])
-        return commit_error, open_next(conn, fence)[1]
+        return commit_error, _open(conn, fence, commit=False, lead=[b"BEGIN"])[1]
     return commit_error, Opened(fence, fenced=False, error=error)
 
 

@@ -218,6 +218,15 @@ class Worker:
             if self._has_free_slot() or self._stop.is_set():
                 self._slots.notify_all()
 
+    def requeue(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs whose run was rolled back with their transaction group: they run
+        again, each in a transaction of its own, in the attempt they hold."""
+        with self._slots:
+            self._busy += len(jobs)
+        for claimed in jobs:
+            claimed.solo = True
+            self._inbox.put(claimed)
+
     def hand_back(self, claimed: ClaimedJob) -> None:
         """A claimed job an executor did not start because the worker is stopping."""
         with self._slots:

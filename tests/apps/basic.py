@@ -89,6 +89,21 @@ class InsertRow(Job):
             time.sleep(self.sleep)
 
 
+class InsertTxid(Job):
+    """Transactional: writes `key:<transaction id>`; jobs that share a COMMIT share
+    the id (txid_current() names the top-level transaction, even in a savepoint)."""
+
+    name = "tests.insert_txid"
+    transactional = True
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute(
+            "INSERT INTO public.effects (key) VALUES (%s || ':' || txid_current())", (self.key,)
+        )
+
+
 class RecordStatementTimeout(Job):
     """Transactional, timeout 7 s: records the statement_timeout its transaction runs under."""
 

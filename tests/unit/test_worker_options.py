@@ -31,6 +31,9 @@ def test_defaults_are_valid_and_follow_laravel() -> None:
         ("stop_grace", -1),
         ("completion_interval", 0),
         ("completion_batch", 0),
+        ("transaction_group", 0),
+        ("transaction_group", 65),  # past PostgreSQL's 64 cached subtransactions
+        ("transaction_group", True),
         # bool is an int to Python: True must not pass as a concurrency of 1.
         ("concurrency", True),
         ("tries", True),

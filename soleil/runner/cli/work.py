@@ -46,6 +46,14 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
     "stop; a killed worker has used an attempt of each.",
 )
 @click.option(
+    "--transaction-group",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Transactional jobs already waiting that may share one COMMIT, each in a savepoint "
+    "(1: a COMMIT per job).",
+)
+@click.option(
     "--sleep",
     type=click.FloatRange(min=0.01),
     default=3.0,

@@ -1,0 +1,88 @@
+"""Transaction groups (WorkerOptions.transaction_group): transactional jobs already
+waiting share one COMMIT, each in a savepoint, and each still commits, fails or
+rolls back on its own."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import psycopg
+import pytest
+
+from soleil.runner import Runner
+from tests.apps.basic import InsertRow, InsertTxid
+from tests.apps.lifecycle import InsertDeferred, InsertThenFail
+from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
+
+# Dispatched before the worker starts, the jobs arrive in one claim; a window
+# longer than the test keeps every group open until it is full.
+GROUPED = {"concurrency": 1, "prefetch": 40, "completion_interval": 5.0}
+
+
+def commits(conn: psycopg.Connection[Any]) -> list[int]:
+    """How many InsertTxid jobs each transaction committed, in commit order."""
+    per_transaction = collections.Counter(key.split(":")[1] for key in effects(conn))
+    return [per_transaction[txid] for txid in sorted(per_transaction, key=int)]
+
+
+@pytest.mark.parametrize(("group", "expected"), [(1, [1] * 25), (10, [10, 10, 5])])
+def test_waiting_jobs_share_a_commit_up_to_the_group_size(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, group: int, expected: list[int]
+) -> None:
+    runner.dispatch_many([InsertTxid(key=str(i)) for i in range(25)])
+    worker = start_worker(transaction_group=group, **GROUPED)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    assert sorted(key.split(":")[0] for key in effects(conn)) == sorted(str(i) for i in range(25))
+    assert commits(conn) == expected
+    worker.stop(timeout=10)  # flushes the completions counted once each group committed
+    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 25
+
+
+def test_a_job_failing_in_a_group_rolls_back_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    failing = InsertThenFail(key="failing")  # two tries, no backoff: each attempt in a group
+    job_ids = runner.dispatch_many(
+        [InsertRow(key="a"), InsertRow(key="b"), failing, InsertRow(key="c"), InsertRow(key="d")]
+    )
+    start_worker(transaction_group=10, **GROUPED)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    assert effects(conn) == ["a", "b", "c", "d"], "the failed job's insert rolled back, no one else's"
+    row = conn.execute("SELECT job_id, attempts, exception FROM soleil.failed_jobs").fetchone()
+    assert row is not None and row[:2] == (job_ids[2], 2)
+    assert row[2].startswith("RuntimeError: after the insert")
+
+
+def test_a_group_whose_commit_fails_runs_each_job_again_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    conn.execute("CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    clash = InsertDeferred(key="clash", twice=True)  # its duplicate fails the group's COMMIT
+    job_ids = runner.dispatch_many([InsertDeferred(key="a"), clash, InsertDeferred(key="b")])
+    start_worker(transaction_group=10, **GROUPED)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    # Each job ran twice; the group's run rolled back, so each wrote once, in attempt 1.
+    assert sorted(effects(conn)) == ["a:1", "b:1"]
+    assert scalar(conn, "SELECT count(*) FROM public.deferred") == 2
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_ids[1],))
+    assert exception.startswith("UniqueViolation"), exception
+    assert count_failed(conn) == 1
+
+
+def test_an_abandoned_job_gives_back_the_jobs_grouped_before_it(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # "stuck" sleeps past its timeout and grace: the worker terminates its
+    # backend, which rolls back "a" and "b" with it; they must run again.
+    runner.dispatch_many([InsertRow(key="a"), InsertRow(key="b"), InsertRow(key="stuck", sleep=2.0)])
+    worker = start_worker(transaction_group=10, timeout=0.3, timeout_grace=0.2, **GROUPED)
+    [stuck_thread] = [executor.thread for executor in worker.executors]
+    wait_for(lambda: count_jobs(conn) == 0, what="the abandoned job's outcome and the others' reruns")
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
+    assert exception.startswith("JobTimeout") and "abandoned" in exception, exception
+    assert sorted(effects(conn)) == ["a", "b"]
+    # The stuck thread wakes up after 2 s; nothing it does may run or commit again.
+    wait_for(lambda: not stuck_thread.is_alive(), what="the abandoned thread to end")
+    assert sorted(effects(conn)) == ["a", "b"]
+    assert count_jobs(conn) == 0
