@@ -172,6 +172,9 @@ class Executor:
                 " for a savepoint and leave the commit to Soleil"
             )
         with self._lock:
+            if self.abandoned:
+                # The worker has recorded this attempt and terminates the backend.
+                raise LeaseLost()
             if not self._group:
                 self._group_since = time.monotonic()
             self._group.append((claimed, (time.monotonic() - self.started) * 1000.0))
@@ -227,9 +230,10 @@ class Executor:
         )
 
     def _take_group(self) -> list[tuple[ClaimedJob, float]]:
+        """The group, unless abandon() has taken it (it requeues those jobs)."""
         with self._lock:
             group, self._group = self._group, []
-            return group
+            return [] if self.abandoned else group
 
     def _settle(self, *, committed: bool) -> None:
         """The group's COMMIT is over: report its jobs completed, or run each of
@@ -239,8 +243,10 @@ class Executor:
             for claimed, duration_ms in group:
                 self.worker.completer.completed(claimed, duration_ms, delete=False)
                 log.info("job.completed", duration_ms=round(duration_ms, 3), **claimed.log_fields())
-        elif group and not self.abandoned:  # abandon() took those before the abandoned job
-            log.warning("job.group_rolled_back", jobs=[claimed.id for claimed, _ in group])
+        elif group:
+            log.warning(
+                "job.group_rolled_back", jobs=[claimed.id for claimed, _ in group], reason="commit failed"
+            )
             self.worker.requeue([claimed for claimed, _ in group])
 
     def _fence(self, claimed: ClaimedJob, timeout: float) -> transaction.Fence:
@@ -320,8 +326,10 @@ class Executor:
             if self.current is None:
                 return None
             self.abandoned = True
-            conn = self._connection
-            pid = conn.info.backend_pid if conn is not None else None
+            # The chain's connection holds the job's transaction and its group's,
+            # also between the handler's return and the group's COMMIT.
+            conn = self._chain or self._connection
+            pid = conn.info.backend_pid if conn is not None and not conn.closed else None
             current = self.current
             grouped = [claimed for claimed, _ in self._group if claimed is not current]
             self._group = []

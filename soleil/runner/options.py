@@ -37,8 +37,9 @@ class WorkerOptions:
     prefetch: int = 0
     # Transactional jobs that may share one COMMIT, each in a savepoint, when they
     # are already waiting in the worker (1: a COMMIT per job). Fewer WAL flushes
-    # and round trips; a job's writes and row locks then last until its group
-    # commits, at most completion_interval after the group's first job finished.
+    # and round trips; a job's writes and row locks then wait for its group's
+    # COMMIT. A job joins a group only while its first job returned less than
+    # completion_interval ago; the group commits when its last job returns.
     transaction_group: int = 1
     # A direct connection for LISTEN when the main URL goes through PgBouncer in
     # transaction mode (LISTEN needs a session); default: the runner's URL.

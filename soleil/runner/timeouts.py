@@ -56,7 +56,9 @@ def abandon(worker: Worker, executor: Executor) -> None:
         # Its transaction holds the job row; end it so the outcome can be written.
         with worker.pool.connection() as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
-    worker.requeue(grouped)  # their writes went with the terminated transaction
+    if grouped:  # their writes went with the terminated transaction
+        log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
+        worker.requeue(grouped)
     record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
     worker.replace_executor(executor)
 

@@ -36,6 +36,7 @@ FENCE_NAME = b"soleil_job_fence"
 _UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the fence was unprepared
 _SAVEPOINT = b"SAVEPOINT soleil_job"
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
+_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
 
 # Connections on which the fence is prepared. A handler that runs DEALLOCATE ALL
@@ -93,13 +94,14 @@ def open_next(
 def end_group(conn: psycopg.Connection[Any]) -> bool:
     """Roll the latest job's savepoint back and commit the jobs before it, in one
     round trip. True when they committed."""
-    results = _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)], [_send(b"COMMIT")]])
+    if conn.info.transaction_status not in _OPEN:
+        return False  # a handler's own ROLLBACK or COMMIT statement ended it
+    (rollback_to,), (commit,) = _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)], [_send(b"COMMIT")]])
     # After a failed ROLLBACK TO, COMMIT still succeeds but reports ROLLBACK.
-    commit = results[1]
     return (
-        len(commit) == 1
-        and commit[0].status == pq.ExecStatus.COMMAND_OK
-        and commit[0].command_status == b"COMMIT"
+        rollback_to.status == pq.ExecStatus.COMMAND_OK
+        and commit.status == pq.ExecStatus.COMMAND_OK
+        and commit.command_status == b"COMMIT"
     )
 
 

@@ -223,6 +223,7 @@ class Worker:
         again, each in a transaction of its own, in the attempt they hold."""
         with self._slots:
             self._busy += len(jobs)
+            self.processed -= len(jobs)  # their runs did not count: each finishes again
         for claimed in jobs:
             claimed.solo = True
             self._inbox.put(claimed)

@@ -317,3 +317,16 @@ class Deallocates(Job):
         assert ctx.connection is not None
         ctx.connection.execute("DEALLOCATE ALL")
         ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+
+
+class RollsBackItself(Job):
+    """Transactional, one try: sends a ROLLBACK statement on the job's connection
+    (past the guard on rollback()), which ends the job's transaction."""
+
+    name = "tests.rolls_back_itself"
+    transactional = True
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("ROLLBACK")

@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import InsertRow, InsertTxid
-from tests.apps.lifecycle import InsertDeferred, InsertThenFail
+from tests.apps.lifecycle import InsertDeferred, InsertThenFail, RollsBackItself
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 # Dispatched before the worker starts, the jobs arrive in one claim; a window
@@ -24,6 +25,15 @@ def commits(conn: psycopg.Connection[Any]) -> list[int]:
     """How many InsertTxid jobs each transaction committed, in commit order."""
     per_transaction = collections.Counter(key.split(":")[1] for key in effects(conn))
     return [per_transaction[txid] for txid in sorted(per_transaction, key=int)]
+
+
+def transaction_of(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The transaction each InsertTxid key committed in."""
+    return dict(key.split(":") for key in effects(conn))
+
+
+def rolled_back_groups(logs: list[Any]) -> list[tuple[str, list[int]]]:
+    return [(e["reason"], e["jobs"]) for e in logs if e["event"] == "job.group_rolled_back"]
 
 
 @pytest.mark.parametrize(("group", "expected"), [(1, [1] * 25), (10, [10, 10, 5])])
@@ -42,13 +52,16 @@ def test_waiting_jobs_share_a_commit_up_to_the_group_size(
 def test_a_job_failing_in_a_group_rolls_back_alone(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
-    failing = InsertThenFail(key="failing")  # two tries, no backoff: each attempt in a group
+    failing = InsertThenFail(key="failing")  # two tries, no backoff
     job_ids = runner.dispatch_many(
-        [InsertRow(key="a"), InsertRow(key="b"), failing, InsertRow(key="c"), InsertRow(key="d")]
+        [InsertTxid(key="a"), InsertTxid(key="b"), failing, InsertTxid(key="c"), InsertTxid(key="d")]
     )
     start_worker(transaction_group=10, **GROUPED)
     wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
-    assert effects(conn) == ["a", "b", "c", "d"], "the failed job's insert rolled back, no one else's"
+    committed = transaction_of(conn)
+    assert sorted(committed) == ["a", "b", "c", "d"], "the failed job's insert rolled back, no one else's"
+    # a and b committed together when the failure ended their group; c and d formed the next.
+    assert committed["a"] == committed["b"] != committed["c"] == committed["d"]
     row = conn.execute("SELECT job_id, attempts, exception FROM soleil.failed_jobs").fetchone()
     assert row is not None and row[:2] == (job_ids[2], 2)
     assert row[2].startswith("RuntimeError: after the insert")
@@ -60,8 +73,10 @@ def test_a_group_whose_commit_fails_runs_each_job_again_alone(
     conn.execute("CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)")
     clash = InsertDeferred(key="clash", twice=True)  # its duplicate fails the group's COMMIT
     job_ids = runner.dispatch_many([InsertDeferred(key="a"), clash, InsertDeferred(key="b")])
-    start_worker(transaction_group=10, **GROUPED)
-    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    with capture_logs() as logs:
+        start_worker(transaction_group=10, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    assert rolled_back_groups(logs) == [("commit failed", job_ids)]
     # Each job ran twice; the group's run rolled back, so each wrote once, in attempt 1.
     assert sorted(effects(conn)) == ["a:1", "b:1"]
     assert scalar(conn, "SELECT count(*) FROM public.deferred") == 2
@@ -75,10 +90,14 @@ def test_an_abandoned_job_gives_back_the_jobs_grouped_before_it(
 ) -> None:
     # "stuck" sleeps past its timeout and grace: the worker terminates its
     # backend, which rolls back "a" and "b" with it; they must run again.
-    runner.dispatch_many([InsertRow(key="a"), InsertRow(key="b"), InsertRow(key="stuck", sleep=2.0)])
-    worker = start_worker(transaction_group=10, timeout=0.3, timeout_grace=0.2, **GROUPED)
-    [stuck_thread] = [executor.thread for executor in worker.executors]
-    wait_for(lambda: count_jobs(conn) == 0, what="the abandoned job's outcome and the others' reruns")
+    job_ids = runner.dispatch_many(
+        [InsertRow(key="a"), InsertRow(key="b"), InsertRow(key="stuck", sleep=2.0)]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=10, timeout=0.3, timeout_grace=0.2, **GROUPED)
+        [stuck_thread] = [executor.thread for executor in worker.executors]
+        wait_for(lambda: count_jobs(conn) == 0, what="the abandoned job's outcome and the others' reruns")
+    assert rolled_back_groups(logs) == [("abandoned", job_ids[:2])]
     exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
     assert exception.startswith("JobTimeout") and "abandoned" in exception, exception
     assert sorted(effects(conn)) == ["a", "b"]
@@ -86,3 +105,21 @@ def test_an_abandoned_job_gives_back_the_jobs_grouped_before_it(
     wait_for(lambda: not stuck_thread.is_alive(), what="the abandoned thread to end")
     assert sorted(effects(conn)) == ["a", "b"]
     assert count_jobs(conn) == 0
+
+
+def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Its ROLLBACK statement undoes the jobs grouped before it: they run again alone.
+    job_ids = runner.dispatch_many(
+        [InsertTxid(key="a"), InsertTxid(key="b"), RollsBackItself(), InsertTxid(key="c")]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=10, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    assert sorted(transaction_of(conn)) == ["a", "b", "c"]
+    assert rolled_back_groups(logs) == [("commit failed", job_ids[:2])]
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_ids[2],))
+    assert "ended the job's own transaction" in exception, exception
+    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 3
