@@ -1,8 +1,9 @@
 """A hypothesis state machine drives jobs through their whole life against the
 real database and the real claim, execute, outcome, completion and rescue code:
-dispatch, claim, run (succeed or fail), batch completion, graceful stop, worker
-death, rescue, a dead worker waking up and running what it had claimed, and
-`failed retry`.
+dispatch, claim, run (succeed or fail; alone, or one after another on one
+executor, where transactional jobs chain and share transaction groups), batch
+completion, graceful stop, worker death, rescue, a dead worker waking up and
+running what it had claimed, and `failed retry`.
 
 After every step it checks that no job is lost, that no job ran successfully
 twice unless a worker holding it was killed, and that every transactional job's
@@ -79,7 +80,10 @@ class SimulatedWorker:
     """A real Worker (pool, registry, options, fences) whose steps the test calls."""
 
     def __init__(self, runner: Runner) -> None:
-        self.worker = Worker(runner, QUEUES, WorkerOptions(tries=TRIES, backoff=0))
+        # Groups of up to 3 transactional jobs; a window longer than any example
+        # keeps them independent of time, so that every example replays exactly.
+        options = WorkerOptions(tries=TRIES, backoff=0, transaction_group=3, completion_interval=3600.0)
+        self.worker = Worker(runner, QUEUES, options)
         self.worker.pool.open(wait=True)
         self.claimed: list[ClaimedJob] = []
         self.unflushed: list[str] = []  # keys run successfully, completion still buffered
@@ -91,6 +95,13 @@ class SimulatedWorker:
 
     def run(self, job: ClaimedJob) -> None:
         Executor(self.worker, queue.SimpleQueue(), 0)._run(job)
+
+    def run_in_turn(self, jobs: list[ClaimedJob]) -> None:
+        """One executor runs `jobs` from its inbox, as a busy worker's would."""
+        inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        for job in [*jobs, None]:
+            inbox.put(job)
+        Executor(self.worker, inbox, 0)._loop()
 
     def close(self) -> None:
         self.worker.pool.close()
@@ -119,8 +130,11 @@ class Lifecycle(RuleBasedStateMachine):
     def apply_run(self, simulated: SimulatedWorker, job: ClaimedJob, *, owned: bool) -> None:
         """Run `job` through the real executor and update the model with what the
         rules of the product say must happen."""
-        expected = self.jobs[self.key_of(job)]
         simulated.run(job)
+        self.record_run(simulated, job, owned=owned)
+
+    def record_run(self, simulated: SimulatedWorker, job: ClaimedJob, *, owned: bool) -> None:
+        expected = self.jobs[self.key_of(job)]
         lost = job.attempt > job.max_attempts  # WorkerLost: handle() does not run
         succeeded = not lost and job.attempt > expected.failures
         if succeeded and not (expected.transactional and not owned):
@@ -142,7 +156,10 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(
         specs=st.lists(
-            st.tuples(st.booleans(), st.sampled_from([0, 0, 1, 2, 3]), st.booleans()), min_size=1, max_size=4
+            # Transactional two times in three: runs of them chain and form groups.
+            st.tuples(st.sampled_from([True, True, False]), st.sampled_from([0, 0, 1, 2, 3]), st.booleans()),
+            min_size=1,
+            max_size=4,
         )
     )
     def dispatch(self, specs: list[tuple[bool, int, bool]]) -> None:
@@ -173,19 +190,33 @@ class Lifecycle(RuleBasedStateMachine):
         for _ in range(min(count, len(simulated.claimed))):
             self.apply_run(simulated, simulated.claimed.pop(0), owned=True)
 
+    @precondition(lambda self: any(w.claimed for w in self.workers))
+    @rule(index=st.integers(0, 1), count=st.integers(2, 6))
+    def run_in_turn(self, index: int, count: int) -> None:
+        """Claimed jobs waiting in one executor's inbox: consecutive transactional
+        ones chain on one connection and share COMMITs, three at most."""
+        simulated = self.workers[index] if self.workers[index].claimed else self.workers[1 - index]
+        jobs = simulated.claimed[:count]
+        del simulated.claimed[:count]
+        simulated.run_in_turn(jobs)
+        for job in jobs:
+            self.record_run(simulated, job, owned=True)
+
     @precondition(lambda self: any(w.unflushed for w in self.workers))
     @rule(index=st.integers(0, 1))
     def flush(self, index: int) -> None:
         simulated = self.workers[index] if self.workers[index].unflushed else self.workers[1 - index]
         self.flush_worker(simulated)
 
-    @rule(index=st.integers(0, 1), limit=st.integers(1, 4))
+    @rule(index=st.integers(0, 1), limit=st.integers(1, 6))
     def work(self, index: int, limit: int) -> None:
-        """What a healthy worker's loop does: claim a batch, run it, flush."""
+        """What a healthy worker's loop does: claim a batch, run it on one executor, flush."""
         self.claim(index, limit)
         simulated = self.workers[index]
-        while simulated.claimed:
-            self.apply_run(simulated, simulated.claimed.pop(0), owned=True)
+        jobs, simulated.claimed = simulated.claimed, []
+        simulated.run_in_turn(jobs)
+        for job in jobs:
+            self.record_run(simulated, job, owned=True)
         self.flush_worker(simulated)
 
     def flush_worker(self, simulated: SimulatedWorker) -> None:
