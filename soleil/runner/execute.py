@@ -186,8 +186,10 @@ class Executor:
         opened, self._opened = self._opened, None
         if opened is None or opened.fence.job_id != claimed.id or self._chain is None:
             self._end_chain()
-            self._chain = self.worker.pool.getconn()
-            opened = transaction.open_next(self._chain, self._fence(claimed, timeout))[1]
+            conn = self.worker.pool.getconn()
+            with self._lock:  # abandon() reads the chain to terminate its backend
+                self._chain = conn
+            opened = transaction.open_next(conn, self._fence(claimed, timeout))[1]
             assert opened is not None
         if opened.error is not None:
             raise opened.error
@@ -272,8 +274,17 @@ class Executor:
         """Roll back a transaction left open (a failure, or a job opened but not
         run), commit the group of jobs before it, and give the chain's connection
         back to the pool."""
-        conn, self._chain, self._opened, self._chained = self._chain, None, None, 0
+        with self._lock:
+            conn, self._chain = self._chain, None
+            abandoned = self.abandoned
+        self._opened, self._chained = None, 0
         if conn is None:
+            return
+        if abandoned:
+            # abandon() has this connection's backend terminated, perhaps not yet:
+            # back in the pool, another job's transaction would be the one killed.
+            conn.close()
+            self.worker.pool.putconn(conn)
             return
         if self._group:
             committed = False
@@ -327,8 +338,9 @@ class Executor:
                 return None
             self.abandoned = True
             # The chain's connection holds the job's transaction and its group's,
-            # also between the handler's return and the group's COMMIT.
-            conn = self._chain or self._connection
+            # also between the handler's return and the group's COMMIT; _end_chain
+            # closes it rather than pooling it once this is set.
+            conn = self._chain
             pid = conn.info.backend_pid if conn is not None and not conn.closed else None
             current = self.current
             grouped = [claimed for claimed, _ in self._group if claimed is not current]

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import psycopg
 import structlog
+from psycopg_pool import PoolTimeout
 
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.errors import JobTimeout
@@ -54,8 +56,12 @@ def abandon(worker: Worker, executor: Executor) -> None:
     log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
         # Its transaction holds the job row; end it so the outcome can be written.
-        with worker.pool.connection() as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        try:
+            with worker.pool.connection(timeout=5.0) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            # The main loop goes on: a database that is down has ended it already.
+            log.warning("job.terminate_failed", error=str(exc).strip(), **claimed.log_fields())
     if grouped:  # their writes went with the terminated transaction
         log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
         worker.requeue(grouped)

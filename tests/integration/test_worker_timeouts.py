@@ -3,15 +3,32 @@ abandoned after the grace period, and the worker keeps its full concurrency."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import psycopg
+import pytest
 
-from soleil.runner import Runner
+from soleil.runner import Job, JobContext, Runner, timeouts
 from tests.apps.basic import Sleep
 from tests.apps.lifecycle import Blocked, SlowQuery, Spin
-from tests.helpers import count_failed, scalar, wait_for
+from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
+
+RELEASED = threading.Event()
+
+
+class HeldUntilReleased(Job):
+    """Transactional: writes, then blocks past its timeout until the test releases it."""
+
+    name = "tests.held_until_released"
+    transactional = True
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES ('held')")
+        RELEASED.wait(10)
 
 
 def test_a_job_looping_past_its_timeout_is_interrupted_and_retried_then_failed(
@@ -82,3 +99,45 @@ def test_a_worker_with_more_stuck_threads_than_slots_exits_1_for_a_clean_restart
     assert worker.join(10), "the worker should stop by itself"
     assert (worker.exit_code, worker.stop_reason) == (1, "too many stuck jobs")
     assert count_failed(conn) == 2
+
+
+def test_an_abandoned_jobs_connection_is_closed_not_given_back_to_the_pool(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job returns right after the worker abandoned it, before the worker
+    # terminates its backend: pooled again, the connection would be another
+    # job's by the time the terminate lands.
+    seen: dict[str, Any] = {}
+
+    class Log:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(original, name)
+
+        def error(self, event: str, **fields: Any) -> Any:
+            if event == "job.abandoned":
+                [executor] = worker.executors
+                seen["connection"] = executor._chain
+                RELEASED.set()
+                executor.thread.join(5)  # it ends its chain and gives up its slot
+            return original.error(event, **fields)
+
+    original = timeouts.log
+    monkeypatch.setattr(timeouts, "log", Log())
+    RELEASED.clear()
+    runner.dispatch(HeldUntilReleased())
+    worker = start_worker(concurrency=1, timeout=0.3, timeout_grace=0.2)
+    returned: list[tuple[psycopg.Connection[Any], bool]] = []
+    putconn = worker.pool.putconn
+
+    def watched_putconn(connection: psycopg.Connection[Any]) -> None:
+        returned.append((connection, connection.closed))
+        putconn(connection)
+
+    monkeypatch.setattr(worker.pool, "putconn", watched_putconn)
+    wait_for(lambda: count_jobs(conn) == 0, what="the abandoned job's outcome")
+    assert seen["connection"] is not None
+    assert [closed for c, closed in returned if c is seen["connection"]] == [True]
+    assert effects(conn) == []
+    exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
+    assert "abandoned" in exception, exception
+    assert not worker.stopping
