@@ -330,3 +330,24 @@ class RollsBackItself(Job):
     def handle(self, ctx: JobContext) -> None:
         assert ctx.connection is not None
         ctx.connection.execute("ROLLBACK")
+
+
+class ClashesAtCommit(Job):
+    """Transactional: writes its effect and a duplicate into public.clashes (created
+    by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED), so every COMMIT of its
+    transaction fails, its group's too."""
+
+    name = "tests.clashes_at_commit"
+    transactional = True
+    tries = 3
+    backoff = 0
+    key: str
+    failures: int = 0  # unused: it always fails; the field keeps Countdown's payload
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        ctx.connection.execute("INSERT INTO public.clashes (key) VALUES ('clash'), ('clash')")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        record_hook(ctx, exc)
