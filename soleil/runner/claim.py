@@ -21,7 +21,9 @@ class ClaimedJob:
     max_attempts: int
     available_epoch: float  # database clock
     reserved_epoch: float  # database clock
-    solo: bool = False  # to run in a transaction of its own, not in a transaction group
+    # To run in a transaction of its own, not in a transaction group: requeued
+    # after its group's COMMIT failed, or of a class that does not share_transaction.
+    solo: bool = False
 
     def log_fields(self) -> dict[str, object]:
         """The key-values every job.* log event carries."""

@@ -109,6 +109,7 @@ class Executor:
             try:
                 cls = worker.registry.lookup(claimed.name)
                 transactional = cls.transactional
+                claimed.solo = claimed.solo or not cls.share_transaction
                 # Loaded first so the failed() hook of a job lost with its worker runs too.
                 instance = load_payload(cls, claimed.payload)
                 if claimed.attempt > claimed.max_attempts:
@@ -268,7 +269,10 @@ class Executor:
         if item is None or item.attempt > item.max_attempts:
             return None
         cls = self.worker.job_class_or_none(item.name)
-        return item if cls is not None and cls.transactional else None
+        if cls is None or not cls.transactional:
+            return None
+        item.solo = item.solo or not cls.share_transaction
+        return item
 
     def _end_chain(self) -> None:
         """Roll back a transaction left open (a failure, or a job opened but not

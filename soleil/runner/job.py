@@ -57,6 +57,10 @@ class Job(BaseModel):
     timeout: ClassVar[float | None] = None
     # True: handle() runs in a transaction (ctx.connection) that also deletes the job row.
     transactional: ClassVar[bool] = False
+    # False: never shares its transaction with other jobs, even on a worker with a
+    # transaction_group (for handlers that rely on SET LOCAL, now() or other
+    # transaction-local state).
+    share_transaction: ClassVar[bool] = True
 
     def handle(self, ctx: JobContext) -> None:
         raise NotImplementedError(f"{type(self).__name__}.handle() is not implemented")

@@ -104,6 +104,13 @@ class InsertTxid(Job):
         )
 
 
+class InsertTxidAlone(InsertTxid):
+    """An InsertTxid that never shares its transaction."""
+
+    name = "tests.insert_txid_alone"
+    share_transaction = False
+
+
 class RecordStatementTimeout(Job):
     """Transactional, timeout 7 s: records the statement_timeout its transaction runs under."""
 

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from soleil.runner import Runner
-from tests.apps.basic import InsertRow, InsertTxid
+from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
 from tests.apps.lifecycle import InsertDeferred, InsertThenFail, RollsBackItself
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
@@ -123,3 +123,21 @@ def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
     exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_ids[2],))
     assert "ended the job's own transaction" in exception, exception
     assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 3
+
+
+def test_a_job_class_that_does_not_share_its_transaction_commits_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many(
+        [
+            InsertTxid(key="a"),
+            InsertTxid(key="b"),
+            InsertTxidAlone(key="alone"),
+            InsertTxid(key="c"),
+            InsertTxid(key="d"),
+        ]
+    )
+    start_worker(transaction_group=10, **GROUPED)
+    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    committed = transaction_of(conn)
+    assert committed["a"] == committed["b"] != committed["alone"] != committed["c"] == committed["d"]
