@@ -10,6 +10,8 @@ import subprocess
 from typing import Any
 
 APPS = "tests.apps.basic,tests.apps.cli"
+# `work` options that keep a test's worker quick to notice jobs and to stop.
+FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 
 
 def log_events(stderr: str) -> list[dict[str, Any]]:

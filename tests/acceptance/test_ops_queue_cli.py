@@ -15,14 +15,13 @@ import psycopg
 from psycopg import conninfo
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS, assert_one_line_error, log_events, named, wait_exit
+from tests.acceptance.support import APPS, FAST, assert_one_line_error, log_events, named, wait_exit
 from tests.apps.basic import Record, Sleep
 from tests.conftest import ROOT, Processes
 from tests.helpers import count_jobs, scalar, wait_for
 from tests.ops_data import insert_failed
 
 SECRET = "s3cret-Passw0rd"
-FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 
 
 def _ran(conn: psycopg.Connection[Any], tag: str) -> bool:

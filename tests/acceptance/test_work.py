@@ -11,12 +11,11 @@ import psycopg
 from psycopg import conninfo
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS, log_events, named, wait_exit
+from tests.acceptance.support import APPS, FAST, log_events, named, wait_exit
 from tests.apps.basic import Doomed, Flaky, Record, Sleep
 from tests.conftest import Processes
 from tests.helpers import count_jobs, scalar, wait_for
 
-FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 JOB_FIELDS = {"job_id", "queue", "job", "attempt"}
 
 

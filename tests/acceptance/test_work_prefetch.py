@@ -8,12 +8,10 @@ from typing import Any
 import psycopg
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS
+from tests.acceptance.support import APPS, FAST
 from tests.apps.basic import Record
 from tests.conftest import Processes
 from tests.helpers import scalar
-
-FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 
 
 def test_prefetch_with_max_jobs_runs_exactly_that_many_and_returns_the_rest(

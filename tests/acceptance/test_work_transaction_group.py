@@ -9,12 +9,10 @@ from typing import Any
 import psycopg
 
 from soleil.runner import Runner
-from tests.acceptance.support import APPS
+from tests.acceptance.support import APPS, FAST
 from tests.apps.basic import InsertTxid
 from tests.conftest import Processes
 from tests.helpers import count_jobs, effects
-
-FAST = ["--sleep", "0.2", "--heartbeat", "0.5"]
 
 
 def test_jobs_claimed_together_commit_in_groups(
