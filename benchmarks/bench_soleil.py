@@ -149,7 +149,9 @@ class SoleilAdapter(QueueAdapter):  # type: ignore[misc]
         return worker_options(concurrency)
 
     def concurrency_label(self, concurrency: int) -> str:
-        return f"concurrency={concurrency}, prefetch={self.options_for(concurrency).prefetch}"
+        options = self.options_for(concurrency)
+        group = f", transaction_group={options.transaction_group}" if options.transaction_group > 1 else ""
+        return f"concurrency={concurrency}, prefetch={options.prefetch}{group}"
 
     async def start_worker(self, concurrency: int) -> Worker:
         assert self.runner is not None

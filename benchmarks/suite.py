@@ -198,20 +198,18 @@ async def run(cfg: common.Config, dsn: str, phases: set[str], backlog: int, dela
             result["latency"] = await common.measure_latency(adapter, admin, cfg, cfg.conc_n)
         if "transactional" in phases:
             few = min(FEW_EXECUTORS, cfg.conc_n)
-            for key, options, concurrency, label in [
-                ("transactional_concN", bench_soleil.worker_options, cfg.conc_n, ""),
-                ("transactional_few", deep_prefetch, few, ""),
-                ("transactional_few_grouped", grouped, few, f", transaction_group={TRANSACTION_GROUP}"),
+            for key, options, concurrency in [
+                ("transactional_concN", bench_soleil.worker_options, cfg.conc_n),
+                ("transactional_few", deep_prefetch, few),
+                ("transactional_few_grouped", grouped, few),
             ]:
                 transactional = VariantAdapter(
-                    cfg, job_class=TransactionalWrite, options=options, label=f"soleil (transactional{label})"
+                    cfg, job_class=TransactionalWrite, options=options, label="soleil (transactional)"
                 )
                 transactional.runner = adapter.runner
                 await admin.execute("TRUNCATE public.bench_effects")
                 res = await common.measure_processing(transactional, admin, cfg, concurrency)
                 res["rows_written"] = await admin.scalar("SELECT count(*) FROM public.bench_effects")
-                if options is grouped:
-                    res["setting"] += f", transaction_group={TRANSACTION_GROUP}"
                 result[key] = res
         if "deep" in phases:
             # The same measurement on a queue holding only the jobs processed: the

@@ -21,15 +21,15 @@ from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 GROUPED = {"concurrency": 1, "prefetch": 40, "completion_interval": 5.0}
 
 
-def commits(conn: psycopg.Connection[Any]) -> list[int]:
-    """How many InsertTxid jobs each transaction committed, in commit order."""
-    per_transaction = collections.Counter(key.split(":")[1] for key in effects(conn))
-    return [per_transaction[txid] for txid in sorted(per_transaction, key=int)]
-
-
 def transaction_of(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """The transaction each InsertTxid key committed in."""
     return dict(key.split(":") for key in effects(conn))
+
+
+def commits(conn: psycopg.Connection[Any]) -> list[int]:
+    """How many InsertTxid jobs each transaction committed, in commit order."""
+    per_transaction = collections.Counter(transaction_of(conn).values())
+    return [per_transaction[txid] for txid in sorted(per_transaction, key=int)]
 
 
 def rolled_back_groups(logs: list[Any]) -> list[tuple[str, list[int]]]:
