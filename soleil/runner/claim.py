@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from soleil.runner import queries
+from soleil.runner import prepared, queries
 
 
 @dataclass(slots=True)
@@ -58,12 +58,31 @@ def claim(
 def claim_notified(
     conn: psycopg.Connection[Any], *, job_id: int, queues: list[str], worker_id: int, default_tries: int
 ) -> list[ClaimedJob]:
-    """Reserve the one job a notification named, if it is still there for the taking."""
-    cursor = conn.execute(
-        queries.get("job_claim_notified"),
-        {"id": job_id, "queues": queues, "worker_id": worker_id, "default_tries": default_tries},
+    """Reserve the one job a notification named, if it is still there for the taking.
+    Sent through libpq directly (prepared.py): this is most of an idle worker's pickup."""
+    result = _CLAIM_NOTIFIED.execute(
+        conn, {"id": job_id, "queues": queues, "worker_id": worker_id, "default_tries": default_tries}
     )
-    return [ClaimedJob(*row) for row in cursor.fetchall()]
+    if not result.ntuples:
+        return []
+    encoding = conn.info.encoding
+    row = [(result.get_value(0, column) or b"").decode(encoding) for column in range(result.nfields)]
+    job, queue, name, payload, priority, attempt, max_attempts, available, reserved = row
+    claimed = ClaimedJob(
+        int(job),
+        queue,
+        name,
+        payload,
+        int(priority),
+        int(attempt),
+        int(max_attempts),
+        float(available),
+        float(reserved),
+    )
+    return [claimed]
+
+
+_CLAIM_NOTIFIED = prepared.Statement("job_claim_notified")
 
 
 def next_due_epoch(conn: psycopg.Connection[Any], queues: list[str]) -> tuple[float | None, float]:

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from pydantic_core import PydanticSerializationError
 
-from soleil.runner import queries
+from soleil.runner import prepared, queries
 from soleil.runner.errors import InvalidPayload, PayloadTooLarge
 from soleil.runner.job import Job
 from soleil.runner.names import validate_queue
@@ -73,22 +73,27 @@ def insert_one(
     own_transaction: bool,
 ) -> int | None:
     """`own_transaction`: the row commits alone, so its notification may name it."""
-    cursor = conn.execute(
-        queries.get("job_insert_one"),
-        {
-            "queue": row.queue,
-            "job": row.job,
-            "payload": row.payload,
-            "priority": priority,
-            "max_attempts": row.max_attempts,
-            "available_at": available_at,
-            "delay": delay,
-            "unique_key": unique_key,
-            "name_job": own_transaction,
-        },
-    )
-    found = cursor.fetchone()
-    return None if found is None else int(found[0])
+    values = {
+        "queue": row.queue,
+        "job": row.job,
+        "payload": row.payload,
+        "priority": priority,
+        "max_attempts": row.max_attempts,
+        "available_at": available_at,
+        "delay": delay,
+        "unique_key": unique_key,
+        "name_job": own_transaction,
+    }
+    if own_transaction:
+        # A pooled connection of Soleil's: the quicker path an idle worker's pickup waits on.
+        result = _INSERT_ONE.execute(conn, values)
+        found = result.get_value(0, 0) if result.ntuples else None
+        return None if found is None else int(found)
+    row_found = conn.execute(queries.get("job_insert_one"), values).fetchone()
+    return None if row_found is None else int(row_found[0])
+
+
+_INSERT_ONE = prepared.Statement("job_insert_one")
 
 
 def insert_many(

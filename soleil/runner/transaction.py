@@ -21,7 +21,6 @@ server-side prepared statement with its parameters sent apart from the SQL.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,26 +29,33 @@ import psycopg
 from psycopg import errors, generators, pq
 from psycopg.pq.abc import PGconn, PGresult
 
-from soleil.runner import queries
+from soleil.runner import prepared
 
-FENCE_NAME = b"soleil_job_fence"
-_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the fence was unprepared
+# The fence is prepared once per connection; a handler that runs DEALLOCATE ALL
+# or DISCARD ALL unprepares it, and the next fence on that connection then fails
+# with 26000 and is prepared and sent again (see _open). (psycopg's own prepared
+# statements are psycopg's affair: it notices such a command only the first time
+# it sees its text on a connection.)
+_FENCE = prepared.Statement("job_fence")
 _SAVEPOINT = b"SAVEPOINT soleil_job"
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
 
-# Connections on which the fence is prepared. A handler that runs DEALLOCATE ALL
-# or DISCARD ALL unprepares it; the next fence on that connection then fails with
-# 26000 and is prepared and sent again (see open_next). (psycopg's own prepared
-# statements are psycopg's affair: it notices such a command only the first time
-# it sees its text on a connection.)
-_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
 # libpq before 14 has no pipeline mode: each command then goes on its own.
 PIPELINE = psycopg.Pipeline.is_supported()
 
 Command = Callable[[PGconn], None]
+
+
+def _send(command: bytes) -> Command:
+    return lambda pg: pg.send_query_params(command, None)
+
+
+_SEND_BEGIN = _send(b"BEGIN")
+_SEND_SAVEPOINT = _send(_SAVEPOINT)
+_SEND_ROLLBACK_TO = _send(b"ROLLBACK TO " + _SAVEPOINT)
+_SEND_COMMIT = _send(b"COMMIT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,7 @@ def open_next(
     `nested`, the job joins the open transaction in a savepoint instead.
     Returns the COMMIT's error (None: committed, or nothing to commit) and the
     new transaction (None without `fence`)."""
-    return _open(conn, fence, commit=commit, lead=[_SAVEPOINT] if nested else [b"BEGIN"])
+    return _open(conn, fence, commit=commit, lead=_SEND_SAVEPOINT if nested else _SEND_BEGIN)
 
 
 def end_group(conn: psycopg.Connection[Any]) -> bool:
@@ -96,7 +102,7 @@ def end_group(conn: psycopg.Connection[Any]) -> bool:
     round trip. True when they committed."""
     if conn.info.transaction_status not in _OPEN:
         return False  # a handler's own ROLLBACK or COMMIT statement ended it
-    (rollback_to,), (commit,) = _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)], [_send(b"COMMIT")]])
+    (rollback_to,), (commit,) = _exchange(conn, [[_SEND_ROLLBACK_TO], [_SEND_COMMIT]])
     # After a failed ROLLBACK TO, COMMIT still succeeds but reports ROLLBACK.
     return (
         rollback_to.status == pq.ExecStatus.COMMAND_OK
@@ -106,42 +112,38 @@ def end_group(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _open(
-    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool, lead: list[bytes]
+    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool, lead: Command | None
 ) -> tuple[psycopg.Error | None, Opened | None]:
-    segments: list[list[Command]] = []
-    if commit:
-        segments.append([_send(b"COMMIT")])
+    segments: list[list[Command]] = [[_SEND_COMMIT]] if commit else []
+    prepare = False
     if fence is not None:
         opening: list[Command] = []
-        if conn not in _prepared:
-            sql = queries.get("job_fence").encode()
-            opening.append(lambda pg: pg.send_prepare(FENCE_NAME, sql))
+        if not _FENCE.is_prepared_on(conn):
+            prepare = True
+            opening.append(lambda pg: pg.send_prepare(_FENCE.name, _FENCE.sql))
         params = fence.params()
-        opening += [_send(command) for command in lead]
-        opening.append(lambda pg: pg.send_query_prepared(FENCE_NAME, params))
+        if lead is not None:
+            opening.append(lead)
+        opening.append(lambda pg: pg.send_query_prepared(_FENCE.name, params))
         segments.append(opening)
     results = _exchange(conn, segments)
     commit_error = _error_in(conn, results[0]) if commit else None
     if fence is None:
         return commit_error, None
     opening_results = results[-1]
-    if opening_results and opening_results[0].status == pq.ExecStatus.COMMAND_OK:
-        _prepared.add(conn)  # prepared (or already was), even if what followed failed
+    if prepare and opening_results and opening_results[0].status == pq.ExecStatus.COMMAND_OK:
+        _FENCE.prepared(conn)  # even if what followed failed
     error = _error_in(conn, opening_results)
     if error is None:
         return commit_error, Opened(fence, fenced=opening_results[-1].ntuples == 1)
-    if error.sqlstate == _UNDEFINED_STATEMENT and conn in _prepared:
-        _prepared.discard(conn)
-        if lead == [_SAVEPOINT]:  # the savepoint stays; the jobs before it are kept
-            _exchange(conn, [[_send(b"ROLLBACK TO " + _SAVEPOINT)]])
-            return commit_error, _open(conn, fence, commit=False, lead=[])[1]
+    if error.sqlstate == prepared.UNDEFINED_STATEMENT and _FENCE.is_prepared_on(conn):
+        _FENCE.unprepared(conn)
+        if lead is _SEND_SAVEPOINT:  # the savepoint stays; the jobs before it are kept
+            _exchange(conn, [[_SEND_ROLLBACK_TO]])
+            return commit_error, _open(conn, fence, commit=False, lead=None)[1]
         _exchange(conn, [[_send(b"ROLLBACK")]])
-        return commit_error, _open(conn, fence, commit=False, lead=[b"BEGIN"])[1]
+        return commit_error, _open(conn, fence, commit=False, lead=_SEND_BEGIN)[1]
     return commit_error, Opened(fence, fenced=False, error=error)
-
-
-def _send(command: bytes) -> Command:
-    return lambda pg: pg.send_query_params(command, None)
 
 
 def _exchange(conn: psycopg.Connection[Any], segments: list[list[Command]]) -> list[list[PGresult]]:

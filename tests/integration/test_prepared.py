@@ -1,0 +1,125 @@
+"""The statements sent straight through libpq (soleil/runner/prepared.py): a job
+dispatched alone and a notified job claimed by its key must come out exactly as
+through psycopg's execute(), and survive a connection's DEALLOCATE ALL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from soleil.runner import Runner, claim, lease, prepared
+from tests.apps.basic import Record
+
+ROW = (
+    "SELECT queue, job, payload, priority, max_attempts, available_at, unique_key"
+    " FROM soleil.jobs WHERE id = %s"
+)
+INDIA = timezone(timedelta(hours=5, minutes=30))
+# Quotes, backslashes, a NUL-free escape, accents and a character outside the BMP.
+TAG = 'l\'été "chaud" \\ \\n 🌞 — ok'
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"priority": 7, "unique_key": "clé-🌞-1"},
+        {
+            "available_at": datetime(
+                2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))
+            )
+        },
+        {"available_at": datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC).astimezone().replace(tzinfo=None)},
+        {"queue": "NULL"},
+    ],
+    ids=["defaults", "priority-unique", "aware-time", "naive-time", "queue-named-null"],
+)
+def test_a_job_dispatched_alone_is_the_row_a_callers_transaction_writes(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], options: dict[str, Any]
+) -> None:
+    alone = runner.dispatch(Record(tag=TAG), **options)
+    with psycopg.connect(database_url) as caller:
+        unique = {"unique_key": options["unique_key"] + "-b"} if "unique_key" in options else {}
+        within = runner.dispatch(Record(tag=TAG), connection=caller, **{**options, **unique})
+        caller.commit()
+    first, second = (conn.execute(ROW, (job_id,)).fetchone() for job_id in (alone, within))
+    assert first is not None and second is not None
+    assert first[2] == {"tag": TAG}
+    if "available_at" in options:
+        assert first == (*second[:6], first[6])
+    else:  # due "now": each its own transaction's now()
+        assert first[:5] == second[:5] and abs(first[5] - second[5]) < timedelta(seconds=5)
+    assert first[6] == options.get("unique_key")
+
+
+def test_a_delay_is_counted_from_the_databases_clock(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    job_id = runner.dispatch(Record(tag="later"), delay=90.5)
+    seconds = conn.execute(
+        "SELECT extract(epoch FROM available_at - now()) FROM soleil.jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert seconds is not None and 80 < seconds[0] <= 90.5
+
+
+def test_a_statement_is_prepared_again_after_deallocate_all(conn: psycopg.Connection[Any]) -> None:
+    statement = prepared.Statement("job_insert_one")
+    values = {
+        "queue": "default",
+        "job": "tests.record",
+        "payload": "{}",
+        "priority": 0,
+        "max_attempts": None,
+        "available_at": None,
+        "delay": 0.0,
+        "unique_key": None,
+        "name_job": True,
+    }
+    first = statement.execute(conn, values)
+    conn.execute("DEALLOCATE ALL")
+    second = statement.execute(conn, values)
+    ids = [int(result.get_value(0, 0) or b"0") for result in (first, second)]
+    assert ids[1] > ids[0] > 0
+    names = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    assert ("soleil_job_insert_one",) in names
+
+
+def test_inside_a_transaction_an_unprepared_statement_is_an_error_not_a_retry(
+    conn: psycopg.Connection[Any],
+) -> None:
+    statement = prepared.Statement("job_next_available_at")
+    statement.execute(conn, {"queues": ["default"]})
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName), conn.transaction():
+        conn.execute("DEALLOCATE ALL")
+        statement.execute(conn, {"queues": ["default"]})
+
+
+def test_a_value_out_of_range_raises_psycopgs_error_and_writes_nothing(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        runner.dispatch(Record(tag="x"), priority=2**40)
+    assert conn.execute("SELECT count(*) FROM soleil.jobs").fetchone() == (0,)
+
+
+def test_a_notified_job_claimed_by_its_key_comes_back_whole(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(Record(tag=TAG), queue="NULL", priority=3)
+    assert job_id is not None
+    worker_id = lease.register(conn, ["NULL"], 1)
+    (claimed,) = claim.claim_notified(
+        conn, job_id=job_id, queues=["NULL"], worker_id=worker_id, default_tries=4
+    )
+    assert (claimed.id, claimed.queue, claimed.name, claimed.priority) == (job_id, "NULL", "tests.record", 3)
+    assert json.loads(claimed.payload) == {"tag": TAG}
+    assert (claimed.attempt, claimed.max_attempts) == (1, 4)
+    assert claimed.reserved_epoch >= claimed.available_epoch > 0
+    # Claimed once: a second claim by key finds nothing to take.
+    assert (
+        claim.claim_notified(conn, job_id=job_id, queues=["NULL"], worker_id=worker_id, default_tries=4) == []
+    )
+    row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == (worker_id, 1)
