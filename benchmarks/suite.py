@@ -85,7 +85,7 @@ def without_prefetch(concurrency: int) -> WorkerOptions:
 # Transactional jobs measured a second time with fewer executors and a deep
 # prefetch (what suits them on 2 cores), with and without transaction groups.
 FEW_EXECUTORS = 4
-DEEP_PREFETCH = int(os.environ.get("DP", "100"))
+DEEP_PREFETCH = 100
 TRANSACTION_GROUP = 20
 
 
