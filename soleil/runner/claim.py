@@ -65,7 +65,7 @@ def claim_notified(
     )
     if not result.ntuples:
         return []
-    encoding = conn.info.encoding
+    encoding = prepared.text_encoding(conn)
     row = [(result.get_value(0, column) or b"").decode(encoding) for column in range(result.nfields)]
     job, queue, name, payload, priority, attempt, max_attempts, available, reserved = row
     claimed = ClaimedJob(

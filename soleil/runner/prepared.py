@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -30,6 +30,7 @@ from soleil.runner import queries
 
 UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: unprepared meanwhile
 _UNDEFINED_STATEMENT = UNDEFINED_STATEMENT.encode()
+_DUPLICATE_STATEMENT = b"42P05"  # duplicate_prepared_statement
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE, pq.ExecStatus.NONFATAL_ERROR)
 
@@ -50,7 +51,7 @@ class Statement:
 
     def params(self, conn: psycopg.Connection[Any], values: Mapping[str, object]) -> list[bytes | None]:
         """The parameters, in the statement's order, as text."""
-        encoding = conn.info.encoding
+        encoding = text_encoding(conn)
         return [_text(values[name], encoding) for name in self._compile()[1]]
 
     def is_prepared_on(self, conn: psycopg.Connection[Any]) -> bool:
@@ -85,7 +86,10 @@ class Statement:
         self.unprepared(conn)
         conn.pgconn.send_prepare(self.name, self.sql)
         (result,) = conn.wait(generators.execute(conn.pgconn))
-        if result.status != pq.ExecStatus.COMMAND_OK:
+        # Already there: prepared by a call interrupted before it could note it
+        # (Ctrl-C while the reply was on its way). The name is Soleil's own.
+        duplicate = result.error_field(pq.DiagnosticField.SQLSTATE) == _DUPLICATE_STATEMENT
+        if result.status != pq.ExecStatus.COMMAND_OK and not duplicate:
             raise errors.error_from_result(result, encoding=conn.info.encoding)
         self.prepared(conn)
 
@@ -105,6 +109,13 @@ class Statement:
         return self._compiled
 
 
+def text_encoding(conn: psycopg.Connection[Any]) -> str:
+    """How strings travel on this connection: its client encoding, and UTF-8 on a
+    SQL_ASCII database (which stores bytes as they come), as psycopg does."""
+    encoding = conn.info.encoding
+    return "utf-8" if encoding == "ascii" else encoding
+
+
 def _one_result(conn: psycopg.Connection[Any], name: bytes, params: list[bytes | None]) -> PGresult:
     conn.pgconn.send_query_prepared(name, params)
     results: list[PGresult] = conn.wait(generators.execute(conn.pgconn))
@@ -120,8 +131,10 @@ def _text(value: object, encoding: str) -> bytes | None:
     if isinstance(value, int | float):
         return str(value).encode()
     if isinstance(value, str):
+        if "\x00" in value:  # libpq would cut the parameter short there
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
         return value.encode(encoding)
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # a datetime, or a date (midnight)
         return value.isoformat().encode()
     if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
         # Validated names (queues): no quote or backslash to escape; quoted so

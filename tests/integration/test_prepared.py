@@ -5,13 +5,13 @@ through psycopg's execute(), and survive a connection's DEALLOCATE ALL."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
 
-from soleil.runner import Runner, claim, lease, prepared
+from soleil.runner import Runner, claim, dispatch, lease, prepared
 from tests.apps.basic import Record
 
 ROW = (
@@ -34,9 +34,10 @@ TAG = 'l\'été "chaud" \\ \\n 🌞 — ok'
             )
         },
         {"available_at": datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC).astimezone().replace(tzinfo=None)},
+        {"available_at": date(2031, 5, 6)},
         {"queue": "NULL"},
     ],
-    ids=["defaults", "priority-unique", "aware-time", "naive-time", "queue-named-null"],
+    ids=["defaults", "priority-unique", "aware-time", "naive-time", "date", "queue-named-null"],
 )
 def test_a_job_dispatched_alone_is_the_row_a_callers_transaction_writes(
     runner: Runner, database_url: str, conn: psycopg.Connection[Any], options: dict[str, Any]
@@ -56,12 +57,39 @@ def test_a_job_dispatched_alone_is_the_row_a_callers_transaction_writes(
     assert first[6] == options.get("unique_key")
 
 
-def test_a_delay_is_counted_from_the_databases_clock(runner: Runner, conn: psycopg.Connection[Any]) -> None:
-    job_id = runner.dispatch(Record(tag="later"), delay=90.5)
+def test_a_delay_is_counted_exactly_from_the_databases_clock(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = runner.dispatch(Record(tag="later"), delay=1234567.25)
     seconds = conn.execute(
-        "SELECT extract(epoch FROM available_at - now()) FROM soleil.jobs WHERE id = %s", (job_id,)
+        "SELECT extract(epoch FROM available_at - created_at) FROM soleil.jobs WHERE id = %s", (job_id,)
     ).fetchone()
-    assert seconds is not None and 80 < seconds[0] <= 90.5
+    assert seconds is not None and float(seconds[0]) == 1234567.25
+
+
+def test_a_nul_in_a_unique_key_is_refused_and_nothing_is_written(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    """libpq would cut the key at the NUL: 'order:1\\x00a' and 'order:1\\x00b' would collide."""
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        runner.dispatch(Record(tag="a"), unique_key="order:1\x00a")
+    assert conn.execute("SELECT count(*) FROM soleil.jobs").fetchone() == (0,)
+
+
+def test_strings_travel_in_the_connections_client_encoding(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as latin1:
+        latin1.execute("SET client_encoding TO 'LATIN1'")
+        row = dispatch.to_row(Record(tag="été"), 10_000)
+        job_id = dispatch.insert_one(latin1, row, 0, 0.0, None, "clé", own_transaction=True)
+        assert job_id is not None
+        worker_id = lease.register(latin1, ["default"], 1)
+        (claimed,) = claim.claim_notified(
+            latin1, job_id=job_id, queues=["default"], worker_id=worker_id, default_tries=1
+        )
+    assert json.loads(claimed.payload) == {"tag": "été"}
+    with psycopg.connect(database_url, autocommit=True) as utf8:
+        stored = utf8.execute("SELECT payload->>'tag', unique_key FROM soleil.jobs WHERE id = %s", (job_id,))
+        assert stored.fetchone() == ("été", "clé")
 
 
 def test_a_statement_is_prepared_again_after_deallocate_all(conn: psycopg.Connection[Any]) -> None:
@@ -84,6 +112,14 @@ def test_a_statement_is_prepared_again_after_deallocate_all(conn: psycopg.Connec
     assert ids[1] > ids[0] > 0
     names = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
     assert ("soleil_job_insert_one",) in names
+
+
+def test_a_statement_already_prepared_on_the_server_is_used_as_it_is(conn: psycopg.Connection[Any]) -> None:
+    """Prepared by a call interrupted before it could note it: the next one carries on."""
+    prepared.Statement("job_next_available_at").execute(conn, {"queues": ["default"]})
+    untracked = prepared.Statement("job_next_available_at")
+    result = untracked.execute(conn, {"queues": ["default"]})
+    assert result.ntuples == 1 and untracked.is_prepared_on(conn)
 
 
 def test_inside_a_transaction_an_unprepared_statement_is_an_error_not_a_retry(
