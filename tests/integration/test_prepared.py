@@ -4,12 +4,15 @@ through psycopg's execute(), and survive a connection's DEALLOCATE ALL."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from soleil.runner import Runner, claim, dispatch, lease, prepared
 from tests.apps.basic import Record
@@ -19,6 +22,7 @@ ROW = (
     " FROM soleil.jobs WHERE id = %s"
 )
 INDIA = timezone(timedelta(hours=5, minutes=30))
+EXAMPLES = itertools.count()
 # Quotes, backslashes, a NUL-free escape, accents and a character outside the BMP.
 TAG = 'l\'été "chaud" \\ \\n 🌞 — ok'
 
@@ -159,3 +163,40 @@ def test_a_notified_job_claimed_by_its_key_comes_back_whole(
     )
     row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
     assert row == (worker_id, 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tag=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")),
+    key=st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40
+    ),
+    priority=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    when=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.timezones()
+    ),
+)
+def test_any_job_dispatched_alone_is_the_row_a_callers_transaction_writes(
+    runner: Runner,
+    database_url: str,
+    conn: psycopg.Connection[Any],
+    tag: str,
+    key: str,
+    priority: int,
+    when: datetime,
+) -> None:
+    key += f"#{next(EXAMPLES)}"  # rows of earlier examples stay: keep each key new
+    with psycopg.connect(database_url) as caller:
+        within = runner.dispatch(
+            Record(tag=tag),
+            priority=priority,
+            available_at=when,
+            unique_key="caller:" + key,
+            connection=caller,
+        )
+        caller.commit()
+    alone = runner.dispatch(Record(tag=tag), priority=priority, available_at=when, unique_key="alone:" + key)
+    first, second = (conn.execute(ROW, (job_id,)).fetchone() for job_id in (alone, within))
+    assert first is not None and second is not None
+    assert first[:6] == second[:6]
+    assert (first[6], second[6]) == ("alone:" + key, "caller:" + key)
