@@ -10,15 +10,17 @@ too, the executor takes it at once and sends the COMMIT of the first with the
 BEGIN and fence of the second (transaction.py). The chain's connection goes
 back to the pool as soon as no transactional job follows.
 
-With WorkerOptions.transaction_group above 1, the next job may join the open
-transaction instead, in a savepoint: a group of jobs then shares one COMMIT.
-A job's completion is reported once its group has committed. A job that fails
-rolls back to its savepoint and the jobs before it commit; if the group's
-COMMIT fails, each of its jobs runs again in a transaction of its own.
+With WorkerOptions.transaction_group above 1, a transaction may hold a group:
+the job and those waiting right behind it in the inbox, fenced together when it
+opens, run one after the other, and share one COMMIT. A job's completion is
+reported once its group has committed. A job that fails rolls the group back:
+the jobs of the group that ran before it run again, each in a transaction of
+its own, and so does each job of a group whose COMMIT fails.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import queue
@@ -57,14 +59,15 @@ class Executor:
         self.abandoned = False
         self._in_handler = False
         self._connection: psycopg.Connection[Any] | None = None
-        # The next item, taken from the inbox by the job before it (at most one),
-        # and the chain: its connection, with that job's transaction opened.
-        self._taken: list[ClaimedJob | None] = []
+        # Items taken from the inbox ahead of their turn (the rest of a group, or
+        # what stopped it), and the chain: its connection, with the transaction
+        # of the next jobs opened.
+        self._taken: collections.deque[ClaimedJob | None] = collections.deque()
         self._chain: psycopg.Connection[Any] | None = None
         self._opened: transaction.Opened | None = None
         self._chained = 0  # jobs chained on the connection since it left the pool
-        # The transaction group: jobs whose handlers returned, their writes and
-        # deletions waiting for the chain's COMMIT (with their durations in ms).
+        # The transaction group's jobs whose handlers returned, their writes
+        # waiting for the chain's COMMIT (with their durations in ms).
         self._group: list[tuple[ClaimedJob, float]] = []
         self._group_since = 0.0  # when its first job returned
         self.thread = threading.Thread(target=self._loop, name=f"soleil-executor-{number}", daemon=True)
@@ -76,7 +79,7 @@ class Executor:
 
     def _loop(self) -> None:
         while True:
-            claimed = self._taken.pop() if self._taken else self.inbox.get()
+            claimed = self._taken.popleft() if self._taken else self.inbox.get()
             if claimed is None:
                 self._end_chain()
                 return
@@ -126,7 +129,8 @@ class Executor:
                 self._set_in_handler(False)
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = exc
-            self._end_chain()  # a transaction opened for it would hold the row the outcome writes
+            # Its group's transaction would hold the row the outcome writes.
+            self._end_chain(failed=claimed)
         duration_ms = (time.monotonic() - self.started) * 1000.0
         if not self._finish():
             return  # abandoned after its timeout: the worker has recorded the outcome
@@ -168,6 +172,7 @@ class Executor:
             )
         if status == psycopg.pq.TransactionStatus.IDLE:
             # Past the guard (an explicit "COMMIT" statement): what it committed stays.
+            self._ended_by_handler(conn, claimed)
             raise RuntimeError(
                 "handle() ended the job's own transaction; use ctx.connection.transaction()"
                 " for a savepoint and leave the commit to Soleil"
@@ -183,54 +188,117 @@ class Executor:
 
     def _open(self, claimed: ClaimedJob, timeout: float) -> psycopg.Connection[Any]:
         """The connection with this job's transaction begun and fenced: the chain's,
-        if the job before opened it, else a pooled one. Raises LeaseLost."""
-        opened, self._opened = self._opened, None
-        if opened is None or opened.fence.job_id != claimed.id or self._chain is None:
+        if the job's group or the job before opened it, else a pooled one with a
+        new group. Raises LeaseLost."""
+        opened = self._opened
+        if opened is None or self._chain is None or not _fences(opened, claimed):
             self._end_chain()
             conn = self.worker.pool.getconn()
             with self._lock:  # abandon() reads the chain to terminate its backend
                 self._chain = conn
-            opened = transaction.open_next(conn, self._fence(claimed, timeout))[1]
+            fence = self._fence([claimed, *self._gather(claimed, 0)], timeout)
+            self._opened = opened = transaction.open_next(conn, fence)[1]
             assert opened is not None
         if opened.error is not None:
+            self._opened = None
             raise opened.error
-        if not opened.fenced:
+        if claimed.id not in opened.held:
             raise LeaseLost()
         return self._chain
 
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
-        """Commit the job's group, or keep it open for the next job when that one
-        is transactional, already waiting and the group has room; open the next
-        one's transaction in the same round trip."""
-        following = self._take_following()
+        """Let the group's next job run in the open transaction; or commit it, with
+        the opening of the next jobs' transaction in the same round trip when they
+        are transactional and already waiting."""
+        opened = self._opened
+        assert opened is not None
+        following = self._taken[0] if self._taken else None
+        if (
+            following is not None
+            and _fences(opened, following)
+            and time.monotonic() - self._group_since < self.worker.options.completion_interval
+            and not (self.worker.stopping or self.abandoned or self.timed_out)
+        ):
+            return  # the group goes on
         fence = None
-        if following is not None:
-            fence = self._fence(following, self.worker.timeout_for(following.name))
+        members = self._gather_next()
+        if members:
+            fence = self._fence(members, self.worker.timeout_for(members[0].name))
             self._chained += 1
-        nested = following is not None and self._group_has_room(following)
+        ran = tuple(claimed.id for claimed, _ in self._group)
         error: psycopg.Error | None
         try:
-            # An error of the next job's opening is in self._opened: _open raises it.
-            error, self._opened = transaction.open_next(conn, fence, commit=not nested, nested=nested)
+            error, self._opened = transaction.open_next(conn, fence, commit=opened, ran=ran)
         except psycopg.Error as exc:  # the connection is lost, and the group's writes with it
             error, self._opened = exc, None
-        if nested and error is None:
-            return
         if error is not None and len(self._group) == 1:
             self._take_group()
             raise error  # the job fails as it would alone; the next one opens anew
-        self._settle(committed=error is None)
-        if following is None:
+        self._settle(committed=error is None, reason="commit failed")
+        if fence is None:
             self._end_chain()
 
-    def _group_has_room(self, following: ClaimedJob) -> bool:
-        group, options = self._group, self.worker.options
-        return (
-            len(group) < options.transaction_group
-            and not following.solo
-            and not group[0][0].solo
-            and time.monotonic() - self._group_since < options.completion_interval
-        )
+    def _gather_next(self) -> list[ClaimedJob]:
+        """The jobs the next transaction fences: the next to run, if it is
+        transactional, and those that may join its group."""
+        if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
+            # A timed-out job's late cancel must not land on the next job's opening.
+            return []
+        if not self._taken:
+            try:
+                self._taken.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return []
+        first = self._taken[0]
+        if not self._chainable(first):
+            return []
+        assert first is not None
+        return [first, *self._gather(first, 1)]
+
+    def _gather(self, first: ClaimedJob, start: int) -> list[ClaimedJob]:
+        """The jobs after `first` that join its group: those in self._taken from
+        `start` on, then from the inbox (kept in self._taken), while they are
+        transactional, share transactions and have the same timeout."""
+        options = self.worker.options
+        if first.solo or options.transaction_group == 1 or self.worker.stopping:
+            return []
+        timeout = self.worker.timeout_for(first.name)
+        members: list[ClaimedJob] = []
+        index = start
+        while len(members) + 1 < options.transaction_group:
+            if index == len(self._taken):
+                try:
+                    self._taken.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            item = self._taken[index]
+            if not self._chainable(item) or item is None or item.solo:
+                break
+            if self.worker.timeout_for(item.name) != timeout:
+                break  # the group's fence sets one statement_timeout
+            members.append(item)
+            index += 1
+        return members
+
+    def _chainable(self, item: ClaimedJob | None) -> bool:
+        if item is None or item.attempt > item.max_attempts:
+            return False
+        cls = self.worker.job_class_or_none(item.name)
+        if cls is None or not cls.transactional:
+            return False
+        item.solo = item.solo or not cls.share_transaction
+        return True
+
+    def _ended_by_handler(self, conn: psycopg.Connection[Any], claimed: ClaimedJob) -> None:
+        """The handler's own COMMIT or ROLLBACK statement ended the transaction.
+        After a COMMIT, the jobs of its group that ran before it are done (and
+        it is gone, as its deletion would have been committed alone)."""
+        opened, self._opened = self._opened, None
+        if opened is None or not opened.fence.grouped:
+            return
+        ran = tuple(job.id for job, _ in self._group)
+        if transaction.committed_by_handler(conn, opened, (*ran, claimed.id)):
+            self._settle(committed=True, reason="")
 
     def _take_group(self) -> list[tuple[ClaimedJob, float]]:
         """The group, unless abandon() has taken it (it requeues those jobs)."""
@@ -238,50 +306,31 @@ class Executor:
             group, self._group = self._group, []
             return [] if self.abandoned else group
 
-    def _settle(self, *, committed: bool) -> None:
-        """The group's COMMIT is over: report its jobs completed, or run each of
-        them again alone when it failed (their writes were rolled back)."""
+    def _settle(self, *, committed: bool, reason: str) -> None:
+        """The group's transaction is over: report its jobs completed, or run each
+        of them again alone when it rolled back (their writes with it)."""
         group = self._take_group()
         if committed:
             for claimed, duration_ms in group:
                 self.worker.completer.completed(claimed, duration_ms, delete=False)
                 log.info("job.completed", duration_ms=round(duration_ms, 3), **claimed.log_fields())
         elif group:
-            log.warning(
-                "job.group_rolled_back", jobs=[claimed.id for claimed, _ in group], reason="commit failed"
-            )
+            log.warning("job.group_rolled_back", jobs=[claimed.id for claimed, _ in group], reason=reason)
             self.worker.requeue([claimed for claimed, _ in group])
 
-    def _fence(self, claimed: ClaimedJob, timeout: float) -> transaction.Fence:
-        return transaction.Fence(claimed.id, self.worker.id, claimed.attempt, int(timeout * 1000))
+    def _fence(self, jobs: list[ClaimedJob], timeout: float) -> transaction.Fence:
+        return transaction.Fence(
+            tuple((claimed.id, claimed.attempt) for claimed in jobs), self.worker.id, int(timeout * 1000)
+        )
 
-    def _take_following(self) -> ClaimedJob | None:
-        """The inbox's next job, if it can join the chain; anything else taken stays
-        in self._taken for the loop."""
-        if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
-            # A timed-out job's late cancel must not land on the next job's opening.
-            return None
-        try:
-            item = self.inbox.get_nowait()
-        except queue.Empty:
-            return None
-        self._taken.append(item)
-        if item is None or item.attempt > item.max_attempts:
-            return None
-        cls = self.worker.job_class_or_none(item.name)
-        if cls is None or not cls.transactional:
-            return None
-        item.solo = item.solo or not cls.share_transaction
-        return item
-
-    def _end_chain(self) -> None:
-        """Roll back a transaction left open (a failure, or a job opened but not
-        run), commit the group of jobs before it, and give the chain's connection
-        back to the pool."""
+    def _end_chain(self, failed: ClaimedJob | None = None) -> None:
+        """End the chain's transaction and give its connection back to the pool:
+        commit the jobs of the group that ran, or, when `failed` raised, roll
+        them back (they run again, alone)."""
         with self._lock:
             conn, self._chain = self._chain, None
             abandoned = self.abandoned
-        self._opened, self._chained = None, 0
+        opened, self._opened, self._chained = self._opened, None, 0
         if conn is None:
             return
         if abandoned:
@@ -292,9 +341,13 @@ class Executor:
             return
         if self._group:
             committed = False
-            with contextlib.suppress(psycopg.Error):
-                committed = transaction.end_group(conn)
-            self._settle(committed=committed)
+            if failed is None and opened is not None:
+                ran = tuple(claimed.id for claimed, _ in self._group)
+                with contextlib.suppress(psycopg.Error):
+                    committed = transaction.open_next(conn, None, commit=opened, ran=ran)[0] is None
+            self._settle(
+                committed=committed, reason="commit failed" if failed is None else f"job {failed.id} failed"
+            )
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # psycopg's rollback(): it also forgets statements it prepared meanwhile.
             with contextlib.suppress(psycopg.Error):
@@ -350,6 +403,11 @@ class Executor:
             grouped = [claimed for claimed, _ in self._group if claimed is not current]
             self._group = []
             return current, pid, grouped
+
+
+def _fences(opened: transaction.Opened, claimed: ClaimedJob | None) -> bool:
+    """Whether the open transaction fenced this attempt of the job (its group's)."""
+    return claimed is not None and (claimed.id, claimed.attempt) in opened.fence.jobs
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

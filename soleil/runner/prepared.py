@@ -136,6 +136,8 @@ def _text(value: object, encoding: str) -> bytes | None:
         return value.encode(encoding)
     if isinstance(value, date):  # a datetime, or a date (midnight)
         return value.isoformat().encode()
+    if isinstance(value, list | tuple) and all(type(item) is int for item in value):
+        return ("{" + ",".join(str(item) for item in value) + "}").encode()
     if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
         # Validated names (queues): no quote or backslash to escape; quoted so
         # that a queue named NULL stays a name.

@@ -9,14 +9,15 @@ the COMMIT of the job before it: two round trips per job plus the handler's own.
 The COMMIT and the next job's opening are separate pipeline segments (a Sync
 after each), so a COMMIT that fails does not abort the next job's BEGIN.
 
-With a transaction group (WorkerOptions.transaction_group), the next job may
-instead join the open transaction in a savepoint of its own: SAVEPOINT and its
-fence replace COMMIT, BEGIN and the fence, and one COMMIT ends the group. A
-job that fails rolls back to its savepoint; the jobs before it still commit.
+A transaction group (WorkerOptions.transaction_group) fences several jobs at
+once: the group's fence locks their rows, its handlers then run one after the
+other with no round trip of Soleil's between them, and the rows of those that
+ran are deleted in the round trip of the group's COMMIT. A group is one
+transaction, without savepoints: a job that fails rolls the group back.
 
 psycopg's own pipeline mode flushes and polls after every statement; libpq's
-is used directly so that a segment costs one send and one wait. The fence is a
-server-side prepared statement with its parameters sent apart from the SQL.
+is used directly so that a segment costs one send and one wait. The fences are
+server-side prepared statements with their parameters sent apart from the SQL.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from soleil.runner import prepared
 # statements are psycopg's affair: it notices such a command only the first time
 # it sees its text on a connection.)
 _FENCE = prepared.Statement("job_fence")
-_SAVEPOINT = b"SAVEPOINT soleil_job"
+_FENCE_GROUP = prepared.Statement("job_fence_group")
+_DELETE_GROUP = prepared.Statement("job_delete_group")
+_TRANSACTION_STATUS = prepared.Statement("transaction_status")
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
-_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
 
 # libpq before 14 has no pipeline mode: each command then goes on its own.
@@ -53,97 +55,135 @@ def _send(command: bytes) -> Command:
 
 
 _SEND_BEGIN = _send(b"BEGIN")
-_SEND_SAVEPOINT = _send(_SAVEPOINT)
-_SEND_ROLLBACK_TO = _send(b"ROLLBACK TO " + _SAVEPOINT)
 _SEND_COMMIT = _send(b"COMMIT")
+_SEND_ROLLBACK = _send(b"ROLLBACK")
 
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """Which attempt the transaction belongs to, and the bound on its statements."""
+    """Which attempts the transaction belongs to (one job's, or a group's: `jobs`
+    holds (job id, attempt) pairs), and the bound on its statements."""
 
-    job_id: int
+    jobs: tuple[tuple[int, int], ...]
     worker_id: int
-    attempt: int
     statement_timeout_ms: int
 
-    def params(self) -> list[bytes | None]:
-        return [
-            str(self.job_id).encode(),
-            str(self.worker_id).encode(),
-            str(self.attempt).encode(),
-            f"{self.statement_timeout_ms}ms".encode(),
-        ]
+    @property
+    def grouped(self) -> bool:
+        return len(self.jobs) > 1
+
+    def command(self, conn: psycopg.Connection[Any]) -> list[Command]:
+        timeout = f"{self.statement_timeout_ms}ms"
+        if not self.grouped:
+            ((job_id, attempt),) = self.jobs
+            values: dict[str, object] = {"job_id": job_id, "attempt": attempt}
+        else:
+            values = {"job_ids": [job for job, _ in self.jobs], "attempts": [att for _, att in self.jobs]}
+        values.update(worker_id=self.worker_id, statement_timeout=timeout)
+        return _prepared(conn, _FENCE_GROUP if self.grouped else _FENCE, values)
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A job's transaction after its BEGIN and fence: `fenced` is False when the
-    attempt is no longer this worker's; `error` is set when the commands failed."""
+    """A transaction after its BEGIN and fence: `held` are the fenced jobs this
+    worker still holds (the others' attempts are no longer its own); `error` is
+    set when the commands failed. A group's fence only locked its rows, which
+    its COMMIT deletes; `xid` is then its transaction id."""
 
     fence: Fence
-    fenced: bool
+    held: frozenset[int]
     error: psycopg.Error | None = None
+    xid: str | None = None
 
 
 def open_next(
-    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool = False, nested: bool = False
+    conn: psycopg.Connection[Any],
+    fence: Fence | None,
+    *,
+    commit: Opened | None = None,
+    ran: tuple[int, ...] = (),
 ) -> tuple[psycopg.Error | None, Opened | None]:
-    """Commit the connection's open transaction (when `commit`), then begin the
-    transaction of `fence`'s job and run its fence, all in one round trip; when
-    `nested`, the job joins the open transaction in a savepoint instead.
-    Returns the COMMIT's error (None: committed, or nothing to commit) and the
-    new transaction (None without `fence`)."""
-    return _open(conn, fence, commit=commit, lead=_SEND_SAVEPOINT if nested else _SEND_BEGIN)
-
-
-def end_group(conn: psycopg.Connection[Any]) -> bool:
-    """Roll the latest job's savepoint back and commit the jobs before it, in one
-    round trip. True when they committed."""
-    if conn.info.transaction_status not in _OPEN:
-        return False  # a handler's own ROLLBACK or COMMIT statement ended it
-    (rollback_to,), (commit,) = _exchange(conn, [[_SEND_ROLLBACK_TO], [_SEND_COMMIT]])
-    # After a failed ROLLBACK TO, COMMIT still succeeds but reports ROLLBACK.
-    return (
-        rollback_to.status == pq.ExecStatus.COMMAND_OK
-        and commit.status == pq.ExecStatus.COMMAND_OK
-        and commit.command_status == b"COMMIT"
-    )
-
-
-def _open(
-    conn: psycopg.Connection[Any], fence: Fence | None, *, commit: bool, lead: Command | None
-) -> tuple[psycopg.Error | None, Opened | None]:
-    segments: list[list[Command]] = [[_SEND_COMMIT]] if commit else []
-    prepare = False
+    """Commit the connection's open transaction `commit` (in a group, deleting the
+    rows of `ran`, its jobs that have run), then begin the transaction of `fence`
+    and run the fence, all in one round trip. Returns the COMMIT's error (None:
+    committed, or nothing to commit) and the new transaction (None without `fence`)."""
+    segments: list[list[Command]] = []
+    if commit is not None:
+        if commit.fence.grouped and ran:
+            # A segment of its own: if it fails, the COMMIT after it ends the
+            # aborted transaction (as a ROLLBACK) and the next opening still runs.
+            values = {"job_ids": list(ran), "worker_id": commit.fence.worker_id}
+            segments.append(_prepared(conn, _DELETE_GROUP, values))
+        segments.append([_SEND_COMMIT])
     if fence is not None:
-        opening: list[Command] = []
-        if not _FENCE.is_prepared_on(conn):
-            prepare = True
-            opening.append(lambda pg: pg.send_prepare(_FENCE.name, _FENCE.sql))
-        params = fence.params()
-        if lead is not None:
-            opening.append(lead)
-        opening.append(lambda pg: pg.send_query_prepared(_FENCE.name, params))
-        segments.append(opening)
+        segments.append([_SEND_BEGIN, *fence.command(conn)])
     results = _exchange(conn, segments)
-    commit_error = _error_in(conn, results[0]) if commit else None
+    commit_error = None
+    if commit is not None:
+        ending = [result for segment in results[: len(segments) - (fence is not None)] for result in segment]
+        _note_prepared(conn, _DELETE_GROUP, ending)
+        commit_error = _error_in(conn, ending)
+        if commit_error is not None and commit_error.sqlstate == prepared.UNDEFINED_STATEMENT:
+            _DELETE_GROUP.unprepared(conn)  # by a handler's DEALLOCATE ALL: prepared again next time
     if fence is None:
         return commit_error, None
-    opening_results = results[-1]
-    if prepare and opening_results and opening_results[0].status == pq.ExecStatus.COMMAND_OK:
-        _FENCE.prepared(conn)  # even if what followed failed
-    error = _error_in(conn, opening_results)
+    return commit_error, _opened(conn, fence, results[-1], again=True)
+
+
+def committed_by_handler(conn: psycopg.Connection[Any], opened: Opened, ran: tuple[int, ...]) -> bool:
+    """A handler ended its group's transaction with its own statement. True when
+    that statement was a COMMIT: the rows of `ran`, whose writes it committed
+    but which the fence only locked, are deleted then (their jobs are done)."""
+    if opened.xid is None:
+        return False
+    status = _TRANSACTION_STATUS.execute(conn, {"xid": opened.xid}).get_value(0, 0)
+    if status != b"committed":
+        return False
+    values = {"job_ids": list(ran), "worker_id": opened.fence.worker_id}
+    (results,) = _exchange(conn, [_prepared(conn, _DELETE_GROUP, values)])
+    _note_prepared(conn, _DELETE_GROUP, results)
+    error = _error_in(conn, results)
+    if error is not None:
+        raise error
+    return True
+
+
+def _opened(conn: psycopg.Connection[Any], fence: Fence, results: list[PGresult], *, again: bool) -> Opened:
+    statement = _FENCE_GROUP if fence.grouped else _FENCE
+    _note_prepared(conn, statement, results[1:])
+    error = _error_in(conn, results)
     if error is None:
-        return commit_error, Opened(fence, fenced=opening_results[-1].ntuples == 1)
-    if error.sqlstate == prepared.UNDEFINED_STATEMENT and _FENCE.is_prepared_on(conn):
-        _FENCE.unprepared(conn)
-        if lead is _SEND_SAVEPOINT:  # the savepoint stays; the jobs before it are kept
-            _exchange(conn, [[_SEND_ROLLBACK_TO]])
-            return commit_error, _open(conn, fence, commit=False, lead=None)[1]
-        _exchange(conn, [[_send(b"ROLLBACK")]])
-        return commit_error, _open(conn, fence, commit=False, lead=_SEND_BEGIN)[1]
-    return commit_error, Opened(fence, fenced=False, error=error)
+        rows = results[-1]
+        held = frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
+        xid = rows.get_value(0, 1) if fence.grouped and rows.ntuples else None
+        return Opened(fence, held, xid=xid.decode() if xid else None)
+    if again and error.sqlstate == prepared.UNDEFINED_STATEMENT and statement.is_prepared_on(conn):
+        # A handler's DEALLOCATE ALL unprepared it: prepared again, in a new transaction.
+        statement.unprepared(conn)
+        _exchange(conn, [[_SEND_ROLLBACK]])
+        return _opened(conn, fence, _exchange(conn, [[_SEND_BEGIN, *fence.command(conn)]])[0], again=False)
+    return Opened(fence, frozenset(), error=error)
+
+
+def _prepared(
+    conn: psycopg.Connection[Any], statement: prepared.Statement, values: dict[str, object]
+) -> list[Command]:
+    """The commands that run `statement`, preparing it first on this connection."""
+    params = statement.params(conn, values)
+    commands: list[Command] = []
+    if not statement.is_prepared_on(conn):
+        commands.append(lambda pg: pg.send_prepare(statement.name, statement.sql))
+    commands.append(lambda pg: pg.send_query_prepared(statement.name, params))
+    return commands
+
+
+def _note_prepared(
+    conn: psycopg.Connection[Any], statement: prepared.Statement, results: list[PGresult]
+) -> None:
+    """The statement's PREPARE, if sent, went through (even if what followed failed)."""
+    first = results[0] if results else None
+    if first is not None and first.status == pq.ExecStatus.COMMAND_OK and first.command_status == b"":
+        statement.prepared(conn)  # only a PREPARE reports no command
 
 
 def _exchange(conn: psycopg.Connection[Any], segments: list[list[Command]]) -> list[list[PGresult]]:

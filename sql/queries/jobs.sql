@@ -133,12 +133,36 @@ SELECT count(*) FROM done;
 -- row: the lease was lost and the transaction must roll back. In the same round
 -- trip it sets the transaction's statement_timeout, which bounds every statement
 -- the handler sends (even one stuck where Python cannot interrupt it).
--- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py),
--- hence positional parameters: $1 job id, $2 worker id, $3 attempt, $4 timeout ('30000ms').
+-- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py).
 DELETE FROM soleil.jobs
-WHERE id = $1 AND reserved_by = $2 AND attempts = $3
-  AND (SELECT set_config('statement_timeout', $4, true)) IS NOT NULL
+WHERE id = %(job_id)s AND reserved_by = %(worker_id)s AND attempts = %(attempt)s
+  AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
 RETURNING id;
+
+-- name: job_fence_group :many
+-- The fence of a transaction group (WorkerOptions.transaction_group): several
+-- transactional jobs run one after the other in one transaction, and this locks
+-- the rows of those this worker still holds, in that attempt. Locked, not
+-- deleted: the group may commit before all of them have run (job_delete_group
+-- then deletes those that did), and the others stay reserved. Also sets the
+-- transaction's statement_timeout (as job_fence) and returns the transaction id,
+-- which tells a handler's own COMMIT from its ROLLBACK (pg_xact_status).
+SELECT j.id, pg_current_xact_id()::text
+FROM soleil.jobs j
+JOIN unnest(%(job_ids)s::bigint[], %(attempts)s::integer[]) AS fenced(id, attempt)
+  ON j.id = fenced.id AND j.attempts = fenced.attempt
+WHERE j.reserved_by = %(worker_id)s
+  AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
+FOR UPDATE OF j;
+
+-- name: job_delete_group :rowcount
+-- The rows of a group's jobs that have run, deleted with the group's COMMIT
+-- (they are locked by job_fence_group in the same transaction).
+DELETE FROM soleil.jobs WHERE id = ANY (%(job_ids)s::bigint[]) AND reserved_by = %(worker_id)s;
+
+-- name: transaction_status :one
+-- Whether a transaction committed, after a handler ended it with its own statement.
+SELECT pg_xact_status(%(xid)s::xid8);
 
 -- name: job_retry_later :one
 -- Put a failed attempt back in its queue after its backoff.

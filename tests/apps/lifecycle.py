@@ -332,6 +332,23 @@ class RollsBackItself(Job):
         ctx.connection.execute("ROLLBACK")
 
 
+class CommitsItself(Job):
+    """Transactional, one try: writes `key:<transaction id>`, then sends a COMMIT
+    statement on the job's connection (past the guard on commit())."""
+
+    name = "tests.commits_itself"
+    transactional = True
+    tries = 1
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute(
+            "INSERT INTO public.effects (key) VALUES (%s || ':' || txid_current())", (self.key,)
+        )
+        ctx.connection.execute("COMMIT")
+
+
 class ClashesAtCommit(Job):
     """Transactional: writes its effect and a duplicate into public.clashes (created
     by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED), so every COMMIT of its

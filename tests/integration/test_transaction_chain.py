@@ -41,7 +41,12 @@ def fences(conn: psycopg.Connection[Any], keys: list[str]) -> list[transaction.F
         )
     worker_id = lease.register(conn, ["default"], 1)
     claimed = claim(conn, queues=["default"], limit=len(keys), worker_id=worker_id, default_tries=1)
-    return [transaction.Fence(job.id, worker_id, job.attempt, 5000) for job in claimed]
+    return [transaction.Fence(((job.id, job.attempt),), worker_id, 5000) for job in claimed]
+
+
+def held(opened: transaction.Opened | None) -> bool:
+    """The transaction opened without error and holds its one job."""
+    return opened is not None and opened.error is None and opened.held == {opened.fence.jobs[0][0]}
 
 
 def test_a_failed_commit_does_not_abort_the_next_jobs_opening(
@@ -50,28 +55,29 @@ def test_a_failed_commit_does_not_abort_the_next_jobs_opening(
     first, second = fences(conn, ["first", "second"])
     with psycopg.connect(database_url, autocommit=True) as chain:
         _, opened = transaction.open_next(chain, first)
-        assert opened is not None and opened.fenced and opened.error is None
+        assert held(opened)
         chain.execute("INSERT INTO public.deferred (key) VALUES ('dup'), ('dup')")  # fails at COMMIT
 
-        commit_error, opened = transaction.open_next(chain, second, commit=True)
+        commit_error, opened = transaction.open_next(chain, second, commit=opened)
 
         assert isinstance(commit_error, psycopg.errors.UniqueViolation)
-        assert opened is not None and opened.fenced and opened.error is None
+        assert held(opened)
         chain.execute("INSERT INTO public.effects (key) VALUES ('second')")
         chain.commit()
     assert sorted(effects(conn)) == ["second"]
     # The first job's deletion rolled back with its commit; the second's committed.
-    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs")] == [first.job_id]
+    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs")] == [first.jobs[0][0]]
 
 
 def test_the_fence_refuses_an_attempt_that_is_no_longer_this_workers(
     database_url: str, conn: psycopg.Connection[Any], pipeline: bool
 ) -> None:
     [fence] = fences(conn, ["lost"])
-    earlier_attempt = dataclasses.replace(fence, attempt=fence.attempt - 1)
+    ((job_id, attempt),) = fence.jobs
+    earlier_attempt = dataclasses.replace(fence, jobs=((job_id, attempt - 1),))
     with psycopg.connect(database_url, autocommit=True) as chain:
         _, opened = transaction.open_next(chain, earlier_attempt)
-        assert opened is not None and not opened.fenced and opened.error is None
+        assert opened is not None and not opened.held and opened.error is None
         chain.rollback()
     assert count_jobs(conn) == 1
 
@@ -82,11 +88,11 @@ def test_the_fence_is_prepared_again_after_deallocate_all(
     first, second = fences(conn, ["first", "second"])
     with psycopg.connect(database_url, autocommit=True) as chain:
         _, opened = transaction.open_next(chain, first)
-        assert opened is not None and opened.fenced
+        assert held(opened)
         chain.execute("DEALLOCATE ALL")
-        commit_error, opened = transaction.open_next(chain, second, commit=True)
+        commit_error, opened = transaction.open_next(chain, second, commit=opened)
         assert commit_error is None
-        assert opened is not None and opened.fenced and opened.error is None
+        assert held(opened)
         chain.commit()
     assert count_jobs(conn) == 0
 
@@ -132,3 +138,24 @@ def test_a_handler_that_deallocates_prepared_statements_does_not_break_the_chain
     wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
     assert sorted(effects(conn)) == ["d1", "d2", "r1", "r2"]
     assert count_failed(conn) == 0
+
+
+def test_a_group_fence_locks_the_jobs_still_held_and_its_commit_deletes_those_that_ran(
+    database_url: str, conn: psycopg.Connection[Any], pipeline: bool
+) -> None:
+    first, second, third = fences(conn, ["a", "b", "c"])
+    (a, attempt_a), (b, attempt_b), (c, attempt_c) = first.jobs[0], second.jobs[0], third.jobs[0]
+    # b's attempt is no longer this worker's: the fence leaves it alone.
+    group = transaction.Fence(((a, attempt_a), (b, attempt_b - 1), (c, attempt_c)), first.worker_id, 5000)
+    with psycopg.connect(database_url, autocommit=True) as chain:
+        _, opened = transaction.open_next(chain, group)
+        assert opened is not None and opened.error is None
+        assert opened.held == {a, c}
+        for job_id, locked in ((a, True), (b, False), (c, True)):
+            row = "SELECT id FROM soleil.jobs WHERE id = %s FOR UPDATE SKIP LOCKED"
+            assert (conn.execute(row, (job_id,)).fetchone() is None) == locked
+        # Only a has run when the group commits: c stays, still reserved, unlocked.
+        commit_error, _ = transaction.open_next(chain, None, commit=opened, ran=(a,))
+        assert commit_error is None
+    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs ORDER BY id")] == [b, c]
+    assert scalar(conn, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (c,)) == first.worker_id

@@ -1,6 +1,7 @@
 """Transaction groups (WorkerOptions.transaction_group): transactional jobs already
-waiting share one COMMIT, each in a savepoint, and each still commits, fails or
-rolls back on its own."""
+waiting share one transaction and one COMMIT; each job's writes still commit
+with its deletion or not at all, and a group that rolls back sends the jobs that
+ran in it back to run again, alone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
-from tests.apps.lifecycle import InsertDeferred, InsertThenFail, RollsBackItself
+from tests.apps.lifecycle import CommitsItself, InsertDeferred, InsertThenFail, RollsBackItself
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 # Dispatched before the worker starts, the jobs arrive in one claim; a window
@@ -49,19 +50,24 @@ def test_waiting_jobs_share_a_commit_up_to_the_group_size(
     assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 25
 
 
-def test_a_job_failing_in_a_group_rolls_back_alone(
+def test_a_job_failing_in_a_group_rolls_it_back_and_the_jobs_before_it_run_again_alone(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
     failing = InsertThenFail(key="failing")  # two tries, no backoff
     job_ids = runner.dispatch_many(
         [InsertTxid(key="a"), InsertTxid(key="b"), failing, InsertTxid(key="c"), InsertTxid(key="d")]
     )
-    start_worker(transaction_group=10, **GROUPED)
-    wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+    with capture_logs() as logs:
+        start_worker(transaction_group=10, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
     committed = transaction_of(conn)
     assert sorted(committed) == ["a", "b", "c", "d"], "the failed job's insert rolled back, no one else's"
-    # a and b committed together when the failure ended their group; c and d formed the next.
-    assert committed["a"] == committed["b"] != committed["c"] == committed["d"]
+    assert rolled_back_groups(logs) == [(f"job {job_ids[2]} failed", job_ids[:2])]
+    # a and b ran again, each alone; c and d, not run yet, formed the next group.
+    assert len({committed["a"], committed["b"], committed["c"]}) == 3
+    assert committed["c"] == committed["d"]
+    runs = collections.Counter(e["job_id"] for e in logs if e["event"] == "job.started")
+    assert [runs[job_id] for job_id in job_ids] == [2, 2, 2, 1, 1]
     row = conn.execute("SELECT job_id, attempts, exception FROM soleil.failed_jobs").fetchone()
     assert row is not None and row[:2] == (job_ids[2], 2)
     assert row[2].startswith("RuntimeError: after the insert")
@@ -119,9 +125,31 @@ def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
         wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
         worker.stop(timeout=10)
     assert sorted(transaction_of(conn)) == ["a", "b", "c"]
-    assert rolled_back_groups(logs) == [("commit failed", job_ids[:2])]
+    assert rolled_back_groups(logs) == [(f"job {job_ids[2]} failed", job_ids[:2])]
     exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs WHERE job_id = %s", (job_ids[2],))
     assert "ended the job's own transaction" in exception, exception
+    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 3
+
+
+def test_a_handler_committing_the_group_itself_completes_the_jobs_before_it(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Its COMMIT statement commits what a and b wrote: they are done and must not
+    # run again. Its own writes are committed too, so it is gone, as it would be alone.
+    job_ids = runner.dispatch_many(
+        [InsertTxid(key="a"), InsertTxid(key="b"), CommitsItself(key="x"), InsertTxid(key="c")]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=10, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    committed = transaction_of(conn)
+    assert sorted(committed) == ["a", "b", "c", "x"]
+    assert committed["a"] == committed["b"] == committed["x"] != committed["c"]
+    runs = collections.Counter(e["job_id"] for e in logs if e["event"] == "job.started")
+    assert [runs[job_id] for job_id in job_ids] == [1, 1, 1, 1]
+    assert rolled_back_groups(logs) == []
+    assert count_failed(conn) == 0
     assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 3
 
 
