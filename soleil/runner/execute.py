@@ -162,7 +162,7 @@ class Executor:
             db.guard_transaction(conn, False)
             with self._lock:
                 self._connection = None
-        status = conn.info.transaction_status
+        status = conn.pgconn.transaction_status  # conn.info's costs an object and an enum per job
         if status == psycopg.pq.TransactionStatus.INERROR:
             # handle() caught a database error: committing would roll back
             # silently, job row included, and the job would look completed.
@@ -407,7 +407,7 @@ class Executor:
 
 def _fences(opened: transaction.Opened, claimed: ClaimedJob | None) -> bool:
     """Whether the open transaction fenced this attempt of the job (its group's)."""
-    return claimed is not None and (claimed.id, claimed.attempt) in opened.fence.jobs
+    return claimed is not None and opened.fence.attempts.get(claimed.id) == claimed.attempt
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

@@ -23,7 +23,7 @@ server-side prepared statements with their parameters sent apart from the SQL.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -67,6 +67,10 @@ class Fence:
     jobs: tuple[tuple[int, int], ...]
     worker_id: int
     statement_timeout_ms: int
+    attempts: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attempts", dict(self.jobs))
 
     @property
     def grouped(self) -> bool:

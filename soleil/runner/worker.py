@@ -205,7 +205,9 @@ class Worker:
             max_attempts=claimed.max_attempts,
             runner=self.runner,
             connection=connection,
-            log=log.bind(**claimed.log_fields()),
+            # Bound on first use: most handlers never log, and binding costs more
+            # than the rest of the context.
+            log=structlog.get_logger("soleil.job", **claimed.log_fields()),
         )
 
     def job_finished(self) -> None:

@@ -30,6 +30,15 @@ class Record(Job):
         record(ctx, self.tag)
 
 
+class LogsFromHandler(Job):
+    """Logs an event of its own through ctx.log."""
+
+    name = "tests.logs_from_handler"
+
+    def handle(self, ctx: JobContext) -> None:
+        ctx.log.info("rooms.checked", free=2)
+
+
 class Sleep(Job):
     """Records its start, sleeps, records its end."""
 

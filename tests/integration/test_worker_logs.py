@@ -10,7 +10,7 @@ import psycopg
 from structlog.testing import capture_logs
 
 from soleil.runner import Runner
-from tests.apps.basic import Flaky, Record
+from tests.apps.basic import Flaky, LogsFromHandler, Record
 from tests.apps.lifecycle import GivesUp
 from tests.helpers import count_jobs, wait_for
 
@@ -48,3 +48,23 @@ def test_job_events_name_the_job_its_attempt_and_duration(
     assert failed["log_level"] == "error"
     assert any(e["event"] == "worker.started" for e in logs)
     assert any(e["event"] == "worker.stopped" and e["exit_code"] == 0 for e in logs)
+
+
+def test_a_handlers_own_events_carry_its_job(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(LogsFromHandler())
+    with capture_logs() as logs:
+        worker = start_worker()
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    [event] = [e for e in logs if e["event"] == "rooms.checked"]
+    assert event == {
+        "event": "rooms.checked",
+        "free": 2,
+        "job_id": job_id,
+        "queue": "default",
+        "job": "tests.logs_from_handler",
+        "attempt": 1,
+        "log_level": "info",
+    }
