@@ -51,8 +51,12 @@ class Statement:
 
     def params(self, conn: psycopg.Connection[Any], values: Mapping[str, object]) -> list[bytes | None]:
         """The parameters, in the statement's order, as text."""
-        encoding = text_encoding(conn)
-        return [_text(values[name], encoding) for name in self._compile()[1]]
+        ordered = [values[name] for name in self._compile()[1]]
+        # ASCII reads the same in every client encoding: the connection's is only
+        # looked up (an object and a lookup per call) when a string needs it.
+        ascii_only = all(value.isascii() for value in ordered if isinstance(value, str))
+        encoding = "ascii" if ascii_only else text_encoding(conn)
+        return [_text(value, encoding) for value in ordered]
 
     def is_prepared_on(self, conn: psycopg.Connection[Any]) -> bool:
         return conn in self._prepared_on
