@@ -11,11 +11,12 @@ BEGIN and fence of the second (transaction.py). The chain's connection goes
 back to the pool as soon as no transactional job follows.
 
 With WorkerOptions.transaction_group above 1, a transaction may hold a group:
-the job and those waiting right behind it in the inbox, fenced together when it
-opens, run one after the other, and share one COMMIT. A job's completion is
-reported once its group has committed. A job that fails rolls the group back:
-the jobs of the group that ran before it run again, each in a transaction of
-its own, and so does each job of a group whose COMMIT fails.
+when its job has run, the jobs waiting right behind it in the inbox join the
+transaction (a few at a time, fenced by one statement), run one after the
+other, and share one COMMIT. A job's completion is reported once its group has
+committed. A job that fails rolls the group back: the jobs of the group that
+ran before it run again, each in a transaction of its own, and so does each job
+of a group whose COMMIT fails.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import queue
 import threading
 import time
@@ -45,6 +47,10 @@ log = structlog.get_logger("soleil.job")
 # A chain goes back to the pool after this many jobs, so that the pool's checks
 # and max_lifetime still apply to its connection under a steady backlog.
 CHAIN_LIMIT = 1000
+# How many jobs join a group at once: the fewer, the fewer wait on this
+# executor behind a slow one (other executors cannot take them); the more, the
+# fewer round trips.
+JOIN_AT_ONCE = 8
 
 
 class Executor:
@@ -188,16 +194,15 @@ class Executor:
 
     def _open(self, claimed: ClaimedJob, timeout: float) -> psycopg.Connection[Any]:
         """The connection with this job's transaction begun and fenced: the chain's,
-        if the job's group or the job before opened it, else a pooled one with a
-        new group. Raises LeaseLost."""
+        if the job joined its group or the job before opened it, else a pooled
+        one. Raises LeaseLost."""
         opened = self._opened
-        if opened is None or self._chain is None or not _fences(opened, claimed):
+        if opened is None or self._chain is None or not opened.fences(claimed.id, claimed.attempt):
             self._end_chain()
             conn = self.worker.pool.getconn()
             with self._lock:  # abandon() reads the chain to terminate its backend
                 self._chain = conn
-            fence = self._fence([claimed, *self._gather(claimed, 0)], timeout)
-            self._opened = opened = transaction.open_next(conn, fence)[1]
+            self._opened = opened = transaction.open_next(conn, self._fence([claimed], timeout))[1]
             assert opened is not None
         if opened.error is not None:
             self._opened = None
@@ -207,27 +212,23 @@ class Executor:
         return self._chain
 
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
-        """Let the group's next job run in the open transaction; or commit it, with
-        the opening of the next jobs' transaction in the same round trip when they
-        are transactional and already waiting."""
+        """Go on with the group (the next job already joined it, or the jobs
+        waiting join it now); or commit it, with the opening of the next job's
+        transaction in the same round trip when that one is transactional and
+        already waiting."""
+        if self._group_goes_on(conn):
+            return
         opened = self._opened
         assert opened is not None
-        following = self._taken[0] if self._taken else None
-        if (
-            following is not None
-            and _fences(opened, following)
-            and time.monotonic() - self._group_since < self.worker.options.completion_interval
-            and not (self.worker.stopping or self.abandoned or self.timed_out)
-        ):
-            return  # the group goes on
         fence = None
-        members = self._gather_next()
-        if members:
-            fence = self._fence(members, self.worker.timeout_for(members[0].name))
+        following = self._following()
+        if following is not None:
+            fence = self._fence([following], self.worker.timeout_for(following.name))
             self._chained += 1
-        ran = tuple(claimed.id for claimed, _ in self._group)
+        ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
         error: psycopg.Error | None
         try:
+            # An error of the next job's opening is in self._opened: _open raises it.
             error, self._opened = transaction.open_next(conn, fence, commit=opened, ran=ran)
         except psycopg.Error as exc:  # the connection is lost, and the group's writes with it
             error, self._opened = exc, None
@@ -238,47 +239,70 @@ class Executor:
         if fence is None:
             self._end_chain()
 
-    def _gather_next(self) -> list[ClaimedJob]:
-        """The jobs the next transaction fences: the next to run, if it is
-        transactional, and those that may join its group."""
-        if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
-            # A timed-out job's late cancel must not land on the next job's opening.
-            return []
-        if not self._taken:
-            try:
-                self._taken.append(self.inbox.get_nowait())
-            except queue.Empty:
-                return []
-        first = self._taken[0]
-        if not self._chainable(first):
-            return []
-        assert first is not None
-        return [first, *self._gather(first, 1)]
+    def _group_goes_on(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the next job runs in the open transaction: it has joined it
+        already, or joins it now with the others waiting behind it."""
+        options, group, opened = self.worker.options, self._group, self._opened
+        assert opened is not None
+        if (
+            len(group) >= options.transaction_group
+            or group[0][0].solo
+            or time.monotonic() - self._group_since >= options.completion_interval
+            or self.worker.stopping
+            or self.abandoned
+            or self.timed_out
+        ):
+            return False
+        following = self._taken[0] if self._taken else None
+        if following is not None and opened.fences(following.id, following.attempt):
+            return following.id in opened.held  # not held: its lease is lost, it runs alone
+        joining = self._joining(min(JOIN_AT_ONCE, options.transaction_group - len(group)))
+        if not joining:
+            return False
+        timeout = self.worker.timeout_for(group[0][0].name)
+        try:
+            self._opened = opened = transaction.join(
+                conn, opened, self._fence(joining, timeout, joining=True)
+            )
+        except psycopg.Error as exc:  # the connection is lost
+            self._opened = opened = dataclasses.replace(opened, error=exc)
+        if opened.error is not None:
+            # The transaction is aborted: its COMMIT fails, and the group runs again.
+            return False
+        return joining[0].id in opened.held
 
-    def _gather(self, first: ClaimedJob, start: int) -> list[ClaimedJob]:
-        """The jobs after `first` that join its group: those in self._taken from
-        `start` on, then from the inbox (kept in self._taken), while they are
-        transactional, share transactions and have the same timeout."""
-        options = self.worker.options
-        if first.solo or options.transaction_group == 1 or self.worker.stopping:
-            return []
-        timeout = self.worker.timeout_for(first.name)
-        members: list[ClaimedJob] = []
-        index = start
-        while len(members) + 1 < options.transaction_group:
-            if index == len(self._taken):
+    def _joining(self, limit: int) -> list[ClaimedJob]:
+        """Up to `limit` jobs that may join the group: the next in self._taken,
+        then from the inbox (kept in self._taken), while they are transactional,
+        share transactions and have the group's timeout."""
+        timeout = self.worker.timeout_for(self._group[0][0].name)
+        joining: list[ClaimedJob] = []
+        while len(joining) < limit:
+            if len(joining) == len(self._taken):
                 try:
                     self._taken.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            item = self._taken[index]
+            item = self._taken[len(joining)]
             if not self._chainable(item) or item is None or item.solo:
                 break
             if self.worker.timeout_for(item.name) != timeout:
-                break  # the group's fence sets one statement_timeout
-            members.append(item)
-            index += 1
-        return members
+                break  # the fence sets one statement_timeout for the transaction
+            joining.append(item)
+        return joining
+
+    def _following(self) -> ClaimedJob | None:
+        """The next job, if its transaction may open in the COMMIT's round trip."""
+        if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
+            # A timed-out job's late cancel must not land on the next job's opening.
+            return None
+        if not self._taken:
+            try:
+                self._taken.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return None
+        following = self._taken[0]
+        return following if self._chainable(following) else None
 
     def _chainable(self, item: ClaimedJob | None) -> bool:
         if item is None or item.attempt > item.max_attempts:
@@ -291,14 +315,15 @@ class Executor:
 
     def _ended_by_handler(self, conn: psycopg.Connection[Any], claimed: ClaimedJob) -> None:
         """The handler's own COMMIT or ROLLBACK statement ended the transaction.
-        After a COMMIT, the jobs of its group that ran before it are done (and
-        it is gone, as its deletion would have been committed alone)."""
+        After a COMMIT, the jobs of its group that ran before it are done (and so
+        is it, as it would be alone: its writes and its deletion are in)."""
         opened, self._opened = self._opened, None
-        if opened is None or not opened.fence.grouped:
+        if opened is None or not self._group:
             return
-        ran = tuple(job.id for job, _ in self._group)
-        if transaction.committed_by_handler(conn, opened, (*ran, claimed.id)):
+        if transaction.committed_by_handler(conn, opened):
+            ran = [job.id for job, _ in self._group] + [claimed.id]
             self._settle(committed=True, reason="")
+            transaction.delete_joined(conn, opened, tuple(job for job in ran if job in opened.joined))
 
     def _take_group(self) -> list[tuple[ClaimedJob, float]]:
         """The group, unless abandon() has taken it (it requeues those jobs)."""
@@ -318,9 +343,12 @@ class Executor:
             log.warning("job.group_rolled_back", jobs=[claimed.id for claimed, _ in group], reason=reason)
             self.worker.requeue([claimed for claimed, _ in group])
 
-    def _fence(self, jobs: list[ClaimedJob], timeout: float) -> transaction.Fence:
+    def _fence(self, jobs: list[ClaimedJob], timeout: float, *, joining: bool = False) -> transaction.Fence:
         return transaction.Fence(
-            tuple((claimed.id, claimed.attempt) for claimed in jobs), self.worker.id, int(timeout * 1000)
+            tuple((claimed.id, claimed.attempt) for claimed in jobs),
+            self.worker.id,
+            int(timeout * 1000),
+            joining=joining,
         )
 
     def _end_chain(self, failed: ClaimedJob | None = None) -> None:
@@ -386,10 +414,13 @@ class Executor:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=2.0)
 
-    def abandon(self) -> tuple[ClaimedJob, int | None, list[ClaimedJob]] | None:
+    def abandon(self) -> tuple[ClaimedJob, int | None, list[ClaimedJob], list[ClaimedJob | None]] | None:
         """Give up on a job that ignored its timeout. Returns the job, for a
-        transactional one the backend to terminate, and the jobs grouped before
-        it (terminating the backend rolls them back); None if it finished meanwhile."""
+        transactional one the backend to terminate, the jobs grouped before it
+        (terminating the backend rolls them back), and what this executor had
+        taken from the inbox but not started (the jobs that joined its group among
+        them: for the other executors, once the backend is gone); None if it
+        finished meanwhile."""
         with self._lock:
             if self.current is None:
                 return None
@@ -402,12 +433,9 @@ class Executor:
             current = self.current
             grouped = [claimed for claimed, _ in self._group if claimed is not current]
             self._group = []
-            return current, pid, grouped
-
-
-def _fences(opened: transaction.Opened, claimed: ClaimedJob | None) -> bool:
-    """Whether the open transaction fenced this attempt of the job (its group's)."""
-    return claimed is not None and opened.fence.attempts.get(claimed.id) == claimed.attempt
+            unstarted = list(self._taken)
+            self._taken.clear()
+            return current, pid, grouped, unstarted
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

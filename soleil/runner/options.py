@@ -8,8 +8,8 @@ from soleil.runner import backoff as backoff_rules
 from soleil.runner import db
 from soleil.runner.errors import ConfigurationError
 
-# PostgreSQL keeps the subtransactions of 64 savepoints per transaction in shared
-# memory; past that, every snapshot on the server must look them up on disk.
+# A group holds the rows of its jobs locked until it commits, and a job that
+# fails sends the jobs that ran before it in its group to run again: bounded.
 MAX_TRANSACTION_GROUP = 64
 
 
@@ -35,11 +35,11 @@ class WorkerOptions:
     # jobs per claim; those not started when the worker stops are released without
     # using an attempt, but a killed worker (SIGKILL) has used one for each of them.
     prefetch: int = 0
-    # Transactional jobs that may share one COMMIT, each in a savepoint, when they
-    # are already waiting in the worker (1: a COMMIT per job). Fewer WAL flushes
-    # and round trips; a job's writes and row locks then wait for its group's
-    # COMMIT. A job joins a group only while its first job returned less than
-    # completion_interval ago; the group commits when its last job returns.
+    # Transactional jobs that may share one transaction and its COMMIT, when they
+    # are already waiting in the worker's inbox: fewer WAL flushes and round trips;
+    # a job's writes and row locks then wait for its group's COMMIT. Jobs join a
+    # group after its first job has run, while that job returned less than
+    # completion_interval ago (docs/guarantees.md, "Transaction groups").
     transaction_group: int = 1
     # A direct connection for LISTEN when the main URL goes through PgBouncer in
     # transaction mode (LISTEN needs a session); default: the runner's URL.

@@ -52,7 +52,7 @@ def abandon(worker: Worker, executor: Executor) -> None:
     taken = executor.abandon()
     if taken is None:
         return  # it finished meanwhile
-    claimed, backend_pid, grouped = taken
+    claimed, backend_pid, grouped, unstarted = taken
     log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
         # Its transaction holds the job row; end it so the outcome can be written.
@@ -65,6 +65,7 @@ def abandon(worker: Worker, executor: Executor) -> None:
     if grouped:  # their writes went with the terminated transaction
         log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
         worker.requeue(grouped)
+    worker.pass_on(unstarted)
     record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
     worker.replace_executor(executor)
 

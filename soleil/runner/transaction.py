@@ -9,11 +9,13 @@ the COMMIT of the job before it: two round trips per job plus the handler's own.
 The COMMIT and the next job's opening are separate pipeline segments (a Sync
 after each), so a COMMIT that fails does not abort the next job's BEGIN.
 
-A transaction group (WorkerOptions.transaction_group) fences several jobs at
-once: the group's fence locks their rows, its handlers then run one after the
-other with no round trip of Soleil's between them, and the rows of those that
-ran are deleted in the round trip of the group's COMMIT. A group is one
-transaction, without savepoints: a job that fails rolls the group back.
+In a transaction group (WorkerOptions.transaction_group) jobs join the open
+transaction after its first job has run: one statement locks the rows of the
+jobs joining, their handlers run one after the other with no round trip of
+Soleil's between them, and the rows of those that ran are deleted in the round
+trip of the group's COMMIT. A group is one transaction, without savepoints: a
+job that fails rolls the group back. The group's two statements go unprepared
+(one parse per group), so that a handler's DEALLOCATE ALL cannot fail them.
 
 psycopg's own pipeline mode flushes and polls after every statement; libpq's
 is used directly so that a segment costs one send and one wait. The fences are
@@ -22,8 +24,9 @@ server-side prepared statements with their parameters sent apart from the SQL.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -38,8 +41,8 @@ from soleil.runner import prepared
 # statements are psycopg's affair: it notices such a command only the first time
 # it sees its text on a connection.)
 _FENCE = prepared.Statement("job_fence")
-_FENCE_GROUP = prepared.Statement("job_fence_group")
-_DELETE_GROUP = prepared.Statement("job_delete_group")
+_JOIN = prepared.Statement("job_fence_group")  # sent unprepared, as is _DELETE_JOINED
+_DELETE_JOINED = prepared.Statement("job_delete_group")
 _TRANSACTION_STATUS = prepared.Statement("transaction_status")
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FATAL = pq.ExecStatus.FATAL_ERROR  # commands after it in its segment come back PIPELINE_ABORTED
@@ -61,43 +64,44 @@ _SEND_ROLLBACK = _send(b"ROLLBACK")
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """Which attempts the transaction belongs to (one job's, or a group's: `jobs`
-    holds (job id, attempt) pairs), and the bound on its statements."""
+    """The attempts a fence is for, as (job id, attempt) pairs, and the bound on
+    the transaction's statements. The fence of a transaction's first job deletes
+    its row; jobs `joining` an open transaction (a group) have theirs locked, and
+    deleted by the COMMIT once they have run."""
 
     jobs: tuple[tuple[int, int], ...]
     worker_id: int
     statement_timeout_ms: int
-    attempts: dict[int, int] = field(init=False, repr=False, compare=False)
+    joining: bool = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attempts", dict(self.jobs))
-
-    @property
-    def grouped(self) -> bool:
-        return len(self.jobs) > 1
-
-    def command(self, conn: psycopg.Connection[Any]) -> list[Command]:
-        timeout = f"{self.statement_timeout_ms}ms"
-        if not self.grouped:
-            ((job_id, attempt),) = self.jobs
-            values: dict[str, object] = {"job_id": job_id, "attempt": attempt}
+    def values(self) -> dict[str, object]:
+        values: dict[str, object] = {
+            "worker_id": self.worker_id,
+            "statement_timeout": f"{self.statement_timeout_ms}ms",
+        }
+        if self.joining:
+            values.update(job_ids=[job for job, _ in self.jobs], attempts=[att for _, att in self.jobs])
         else:
-            values = {"job_ids": [job for job, _ in self.jobs], "attempts": [att for _, att in self.jobs]}
-        values.update(worker_id=self.worker_id, statement_timeout=timeout)
-        return _prepared(conn, _FENCE_GROUP if self.grouped else _FENCE, values)
+            ((values["job_id"], values["attempt"]),) = self.jobs
+        return values
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A transaction after its BEGIN and fence: `held` are the fenced jobs this
-    worker still holds (the others' attempts are no longer its own); `error` is
-    set when the commands failed. A group's fence only locked its rows, which
-    its COMMIT deletes; `xid` is then its transaction id."""
+    """A transaction and the jobs fenced in it: `attempts` maps each to its
+    attempt, `held` are those whose attempt is still this worker's, `joined` the
+    held ones whose rows the COMMIT must delete; `xid` is the transaction's id.
+    `error` is set when the opening failed."""
 
-    fence: Fence
+    worker_id: int
+    attempts: dict[int, int]
     held: frozenset[int]
-    error: psycopg.Error | None = None
+    joined: frozenset[int] = frozenset()
     xid: str | None = None
+    error: psycopg.Error | None = None
+
+    def fences(self, job_id: int, attempt: int) -> bool:
+        return self.attempts.get(job_id) == attempt
 
 
 def open_next(
@@ -107,87 +111,104 @@ def open_next(
     commit: Opened | None = None,
     ran: tuple[int, ...] = (),
 ) -> tuple[psycopg.Error | None, Opened | None]:
-    """Commit the connection's open transaction `commit` (in a group, deleting the
-    rows of `ran`, its jobs that have run), then begin the transaction of `fence`
-    and run the fence, all in one round trip. Returns the COMMIT's error (None:
-    committed, or nothing to commit) and the new transaction (None without `fence`)."""
+    """Commit the connection's open transaction `commit` (deleting first the rows
+    of `ran`, the jobs that joined it and have run), then begin the transaction of
+    `fence`'s job and run its fence, all in one round trip. Returns the COMMIT's
+    error (None: committed, or nothing to commit) and the new transaction (None
+    without `fence`)."""
     segments: list[list[Command]] = []
     if commit is not None:
-        if commit.fence.grouped and ran:
+        if ran:
             # A segment of its own: if it fails, the COMMIT after it ends the
             # aborted transaction (as a ROLLBACK) and the next opening still runs.
-            values = {"job_ids": list(ran), "worker_id": commit.fence.worker_id}
-            segments.append(_prepared(conn, _DELETE_GROUP, values))
+            segments.append([_unprepared(conn, _DELETE_JOINED, _delete_values(commit.worker_id, ran))])
         segments.append([_SEND_COMMIT])
     if fence is not None:
-        segments.append([_SEND_BEGIN, *fence.command(conn)])
+        segments.append([_SEND_BEGIN, *_fence_commands(conn, fence)])
     results = _exchange(conn, segments)
     commit_error = None
     if commit is not None:
         ending = [result for segment in results[: len(segments) - (fence is not None)] for result in segment]
-        _note_prepared(conn, _DELETE_GROUP, ending)
         commit_error = _error_in(conn, ending)
-        if commit_error is not None and commit_error.sqlstate == prepared.UNDEFINED_STATEMENT:
-            _DELETE_GROUP.unprepared(conn)  # by a handler's DEALLOCATE ALL: prepared again next time
     if fence is None:
         return commit_error, None
     return commit_error, _opened(conn, fence, results[-1], again=True)
 
 
-def committed_by_handler(conn: psycopg.Connection[Any], opened: Opened, ran: tuple[int, ...]) -> bool:
-    """A handler ended its group's transaction with its own statement. True when
-    that statement was a COMMIT: the rows of `ran`, whose writes it committed
-    but which the fence only locked, are deleted then (their jobs are done)."""
+def join(conn: psycopg.Connection[Any], opened: Opened, fence: Fence) -> Opened:
+    """Fence `fence`'s jobs into the open transaction `opened`, in one round trip:
+    the transaction with them, or with `error` set (the transaction is then aborted)."""
+    (results,) = _exchange(conn, [[_unprepared(conn, _JOIN, fence.values())]])
+    error = _error_in(conn, results)
+    if error is not None:
+        return dataclasses.replace(opened, error=error)
+    rows = results[-1]
+    held = frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
+    return dataclasses.replace(
+        opened,
+        attempts={**opened.attempts, **dict(fence.jobs)},
+        held=opened.held | held,
+        joined=opened.joined | held,
+    )
+
+
+def committed_by_handler(conn: psycopg.Connection[Any], opened: Opened) -> bool:
+    """A handler ended the transaction with its own statement: True when that
+    statement was a COMMIT."""
     if opened.xid is None:
         return False
-    status = _TRANSACTION_STATUS.execute(conn, {"xid": opened.xid}).get_value(0, 0)
-    if status != b"committed":
-        return False
-    values = {"job_ids": list(ran), "worker_id": opened.fence.worker_id}
-    (results,) = _exchange(conn, [_prepared(conn, _DELETE_GROUP, values)])
-    _note_prepared(conn, _DELETE_GROUP, results)
+    return _TRANSACTION_STATUS.execute(conn, {"xid": opened.xid}).get_value(0, 0) == b"committed"
+
+
+def delete_joined(conn: psycopg.Connection[Any], opened: Opened, ran: tuple[int, ...]) -> None:
+    """Delete the rows of jobs that joined a transaction a handler's own COMMIT
+    statement committed (their writes are in: they are done)."""
+    (results,) = _exchange(conn, [[_unprepared(conn, _DELETE_JOINED, _delete_values(opened.worker_id, ran))]])
     error = _error_in(conn, results)
     if error is not None:
         raise error
-    return True
 
 
 def _opened(conn: psycopg.Connection[Any], fence: Fence, results: list[PGresult], *, again: bool) -> Opened:
-    statement = _FENCE_GROUP if fence.grouped else _FENCE
-    _note_prepared(conn, statement, results[1:])
+    prepare = results[1:2]
+    if prepare and prepare[0].status == pq.ExecStatus.COMMAND_OK and prepare[0].command_status == b"":
+        _FENCE.prepared(conn)  # only a PREPARE reports no command; it went through
     error = _error_in(conn, results)
+    attempts = dict(fence.jobs)
     if error is None:
         rows = results[-1]
         held = frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
-        xid = rows.get_value(0, 1) if fence.grouped and rows.ntuples else None
-        return Opened(fence, held, xid=xid.decode() if xid else None)
-    if again and error.sqlstate == prepared.UNDEFINED_STATEMENT and statement.is_prepared_on(conn):
+        xid = rows.get_value(0, 1) if rows.ntuples else None
+        return Opened(fence.worker_id, attempts, held, xid=xid.decode() if xid else None)
+    if again and error.sqlstate == prepared.UNDEFINED_STATEMENT and _FENCE.is_prepared_on(conn):
         # A handler's DEALLOCATE ALL unprepared it: prepared again, in a new transaction.
-        statement.unprepared(conn)
+        _FENCE.unprepared(conn)
         _exchange(conn, [[_SEND_ROLLBACK]])
-        return _opened(conn, fence, _exchange(conn, [[_SEND_BEGIN, *fence.command(conn)]])[0], again=False)
-    return Opened(fence, frozenset(), error=error)
+        return _opened(
+            conn, fence, _exchange(conn, [[_SEND_BEGIN, *_fence_commands(conn, fence)]])[0], again=False
+        )
+    return Opened(fence.worker_id, attempts, frozenset(), error=error)
 
 
-def _prepared(
-    conn: psycopg.Connection[Any], statement: prepared.Statement, values: dict[str, object]
-) -> list[Command]:
-    """The commands that run `statement`, preparing it first on this connection."""
-    params = statement.params(conn, values)
+def _fence_commands(conn: psycopg.Connection[Any], fence: Fence) -> list[Command]:
+    """The first job's fence, prepared (on this connection, at its first use)."""
+    params = _FENCE.params(conn, fence.values())
     commands: list[Command] = []
-    if not statement.is_prepared_on(conn):
-        commands.append(lambda pg: pg.send_prepare(statement.name, statement.sql))
-    commands.append(lambda pg: pg.send_query_prepared(statement.name, params))
+    if not _FENCE.is_prepared_on(conn):
+        commands.append(lambda pg: pg.send_prepare(_FENCE.name, _FENCE.sql))
+    commands.append(lambda pg: pg.send_query_prepared(_FENCE.name, params))
     return commands
 
 
-def _note_prepared(
-    conn: psycopg.Connection[Any], statement: prepared.Statement, results: list[PGresult]
-) -> None:
-    """The statement's PREPARE, if sent, went through (even if what followed failed)."""
-    first = results[0] if results else None
-    if first is not None and first.status == pq.ExecStatus.COMMAND_OK and first.command_status == b"":
-        statement.prepared(conn)  # only a PREPARE reports no command
+def _unprepared(
+    conn: psycopg.Connection[Any], statement: prepared.Statement, values: dict[str, object]
+) -> Command:
+    params = statement.params(conn, values)
+    return lambda pg: pg.send_query_params(statement.sql, params)
+
+
+def _delete_values(worker_id: int, ran: tuple[int, ...]) -> dict[str, object]:
+    return {"job_ids": list(ran), "worker_id": worker_id}
 
 
 def _exchange(conn: psycopg.Connection[Any], segments: list[list[Command]]) -> list[list[PGresult]]:

@@ -230,6 +230,12 @@ class Worker:
             claimed.solo = True
             self._inbox.put(claimed)
 
+    def pass_on(self, items: list[ClaimedJob | None]) -> None:
+        """What an abandoned executor had taken from the inbox but not started:
+        back at the end of the inbox, for the other executors."""
+        for item in items:
+            self._inbox.put(item)
+
     def hand_back(self, claimed: ClaimedJob) -> None:
         """A claimed job an executor did not start because the worker is stopping."""
         with self._slots:

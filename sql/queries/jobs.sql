@@ -134,20 +134,20 @@ SELECT count(*) FROM done;
 -- trip it sets the transaction's statement_timeout, which bounds every statement
 -- the handler sends (even one stuck where Python cannot interrupt it).
 -- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py).
+-- Returns the transaction id too, which tells a handler's own COMMIT statement
+-- from its ROLLBACK (transaction_status).
 DELETE FROM soleil.jobs
 WHERE id = %(job_id)s AND reserved_by = %(worker_id)s AND attempts = %(attempt)s
   AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
-RETURNING id;
+RETURNING id, pg_current_xact_id()::text;
 
 -- name: job_fence_group :many
--- The fence of a transaction group (WorkerOptions.transaction_group): several
--- transactional jobs run one after the other in one transaction, and this locks
--- the rows of those this worker still holds, in that attempt. Locked, not
--- deleted: the group may commit before all of them have run (job_delete_group
--- then deletes those that did), and the others stay reserved. Also sets the
--- transaction's statement_timeout (as job_fence) and returns the transaction id,
--- which tells a handler's own COMMIT from its ROLLBACK (pg_xact_status).
-SELECT j.id, pg_current_xact_id()::text
+-- The fence of jobs joining an open transaction (a transaction group,
+-- WorkerOptions.transaction_group): locks the rows of those this worker still
+-- holds, in that attempt. Locked, not deleted: the group may commit before all
+-- of them have run (job_delete_group then deletes those that did), and the
+-- others stay reserved. Also sets the statement_timeout, as job_fence does.
+SELECT j.id
 FROM soleil.jobs j
 JOIN unnest(%(job_ids)s::bigint[], %(attempts)s::integer[]) AS fenced(id, attempt)
   ON j.id = fenced.id AND j.attempts = fenced.attempt

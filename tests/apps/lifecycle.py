@@ -349,6 +349,24 @@ class CommitsItself(Job):
         ctx.connection.execute("COMMIT")
 
 
+class DeallocatesThenCommits(Job):
+    """Transactional, one try: DEALLOCATE ALL (unpreparing what Soleil prepared on
+    the connection), writes `key:<transaction id>`, then sends a COMMIT statement."""
+
+    name = "tests.deallocates_then_commits"
+    transactional = True
+    tries = 1
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("DEALLOCATE ALL")
+        ctx.connection.execute(
+            "INSERT INTO public.effects (key) VALUES (%s || ':' || txid_current())", (self.key,)
+        )
+        ctx.connection.execute("COMMIT")
+
+
 class ClashesAtCommit(Job):
     """Transactional: writes its effect and a duplicate into public.clashes (created
     by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED), so every COMMIT of its

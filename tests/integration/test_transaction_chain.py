@@ -46,7 +46,7 @@ def fences(conn: psycopg.Connection[Any], keys: list[str]) -> list[transaction.F
 
 def held(opened: transaction.Opened | None) -> bool:
     """The transaction opened without error and holds its one job."""
-    return opened is not None and opened.error is None and opened.held == {opened.fence.jobs[0][0]}
+    return opened is not None and opened.error is None and opened.held == set(opened.attempts)
 
 
 def test_a_failed_commit_does_not_abort_the_next_jobs_opening(
@@ -140,22 +140,26 @@ def test_a_handler_that_deallocates_prepared_statements_does_not_break_the_chain
     assert count_failed(conn) == 0
 
 
-def test_a_group_fence_locks_the_jobs_still_held_and_its_commit_deletes_those_that_ran(
+def test_jobs_joining_a_transaction_are_locked_and_its_commit_deletes_those_that_ran(
     database_url: str, conn: psycopg.Connection[Any], pipeline: bool
 ) -> None:
-    first, second, third = fences(conn, ["a", "b", "c"])
-    (a, attempt_a), (b, attempt_b), (c, attempt_c) = first.jobs[0], second.jobs[0], third.jobs[0]
-    # b's attempt is no longer this worker's: the fence leaves it alone.
-    group = transaction.Fence(((a, attempt_a), (b, attempt_b - 1), (c, attempt_c)), first.worker_id, 5000)
+    first, second, third, fourth = fences(conn, ["a", "b", "c", "d"])
+    (b, attempt_b), (c, attempt_c), (d, attempt_d) = second.jobs[0], third.jobs[0], fourth.jobs[0]
+    # c's attempt is no longer this worker's: its fence leaves it alone.
+    joining = ((b, attempt_b), (c, attempt_c - 1), (d, attempt_d))
     with psycopg.connect(database_url, autocommit=True) as chain:
-        _, opened = transaction.open_next(chain, group)
-        assert opened is not None and opened.error is None
-        assert opened.held == {a, c}
-        for job_id, locked in ((a, True), (b, False), (c, True)):
+        _, opened = transaction.open_next(chain, first)
+        assert held(opened) and opened is not None
+        joining_fence = transaction.Fence(joining, first.worker_id, 5000, joining=True)
+        opened = transaction.join(chain, opened, joining_fence)
+        assert opened.error is None
+        assert opened.held == {first.jobs[0][0], b, d} and opened.joined == {b, d}
+        for job_id, locked in ((b, True), (c, False), (d, True)):
             row = "SELECT id FROM soleil.jobs WHERE id = %s FOR UPDATE SKIP LOCKED"
             assert (conn.execute(row, (job_id,)).fetchone() is None) == locked
-        # Only a has run when the group commits: c stays, still reserved, unlocked.
-        commit_error, _ = transaction.open_next(chain, None, commit=opened, ran=(a,))
+        chain.execute("DEALLOCATE ALL")  # as a handler might: the group's statements are not prepared
+        # a and b have run when the group commits: d stays, still reserved, unlocked.
+        commit_error, _ = transaction.open_next(chain, None, commit=opened, ran=(b,))
         assert commit_error is None
-    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs ORDER BY id")] == [b, c]
-    assert scalar(conn, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (c,)) == first.worker_id
+    assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs ORDER BY id")] == [c, d]
+    assert scalar(conn, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (d,)) == first.worker_id

@@ -6,6 +6,7 @@ ran in it back to run again, alone."""
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any
 
 import psycopg
@@ -14,7 +15,14 @@ from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
-from tests.apps.lifecycle import CommitsItself, InsertDeferred, InsertThenFail, RollsBackItself
+from tests.apps.lifecycle import (
+    CommitsItself,
+    Deallocates,
+    DeallocatesThenCommits,
+    InsertDeferred,
+    InsertThenFail,
+    RollsBackItself,
+)
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 # Dispatched before the worker starts, the jobs arrive in one claim; a window
@@ -169,3 +177,82 @@ def test_a_job_class_that_does_not_share_its_transaction_commits_alone(
     wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
     committed = transaction_of(conn)
     assert committed["a"] == committed["b"] != committed["alone"] != committed["c"] == committed["d"]
+
+
+def test_jobs_that_joined_an_abandoned_jobs_group_run_without_waiting_for_its_thread(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # "stuck" joins x's group with a and b behind it; abandoned, its backend is
+    # terminated: x runs again alone, a and b go to the replacement executor.
+    job_ids = runner.dispatch_many(
+        [InsertRow(key="x"), InsertRow(key="stuck", sleep=4.0), InsertRow(key="a"), InsertRow(key="b")]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=10, timeout=0.3, timeout_grace=0.2, **GROUPED)
+        [stuck_thread] = [executor.thread for executor in worker.executors]
+        wait_for(lambda: count_failed(conn) == 1, what="stuck to be abandoned")
+        wait_for(lambda: sorted(effects(conn)) == ["a", "b", "x"], timeout=2.0, what="x, a and b to run")
+        assert stuck_thread.is_alive(), "the jobs after it did not wait for its thread"
+    assert rolled_back_groups(logs) == [("abandoned", job_ids[:1])]
+    wait_for(lambda: not stuck_thread.is_alive(), what="the abandoned thread to end")
+    worker.stop(timeout=10)
+    assert not worker.hard_stopped and count_jobs(conn) == 0
+
+
+def test_a_handler_deallocating_then_committing_does_not_commit_its_group_twice(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Groups of 2: a and b first (their COMMIT deletes b's joined row), then c and x.
+    runner.dispatch_many(
+        [InsertTxid(key="a"), InsertTxid(key="b"), InsertTxid(key="c"), DeallocatesThenCommits(key="x")]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=2, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    assert collections.Counter(key.split(":")[0] for key in effects(conn)) == {"a": 1, "b": 1, "c": 1, "x": 1}
+    assert rolled_back_groups(logs) == [] and count_failed(conn) == 0
+
+
+def test_a_handler_deallocating_in_a_group_does_not_fail_its_commit(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Groups of 2: a and b first, then d unprepares what Soleil prepared on the
+    # connection meanwhile, e joins its group, and the group commits.
+    runner.dispatch_many(
+        [InsertRow(key="a"), InsertRow(key="b"), Deallocates(key="d"), InsertRow(key="e"), InsertRow(key="f")]
+    )
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=2, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    assert sorted(effects(conn)) == ["a", "b", "d", "e", "f"]
+    assert rolled_back_groups(logs) == [] and count_failed(conn) == 0
+
+
+def test_a_job_whose_lease_was_lost_does_not_roll_back_the_jobs_before_it(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # While s runs, "lost" stops being this worker's attempt (as after a rescue).
+    job_ids = runner.dispatch_many([InsertRow(key="s", sleep=1.0), InsertRow(key="a"), InsertRow(key="lost")])
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=10, **GROUPED)
+        wait_for(lambda: worker.processed == 0 and worker.running == 3, what="s to start")
+        conn.execute("UPDATE soleil.jobs SET attempts = attempts + 1 WHERE id = %s", (job_ids[2],))
+        wait_for(lambda: sorted(effects(conn)) == ["a", "s"], what="s and a to commit")
+        worker.stop(timeout=10)
+    runs = collections.Counter(e["job_id"] for e in logs if e["event"] == "job.started")
+    assert [runs[job_id] for job_id in job_ids] == [1, 1, 1]
+    assert rolled_back_groups(logs) == []
+    assert [e["job_id"] for e in logs if e["event"] == "job.lease_lost"] == [job_ids[2]]
+
+
+def test_jobs_waiting_behind_a_slow_first_job_go_to_an_idle_executor(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch_many([InsertRow(key="slow", sleep=3.0)] + [InsertRow(key=f"k{i}") for i in range(8)])
+    started = time.monotonic()
+    worker = start_worker(transaction_group=10, concurrency=2, prefetch=40, completion_interval=0.05)
+    wait_for(lambda: len([k for k in effects(conn) if k.startswith("k")]) == 8, what="the quick jobs")
+    assert time.monotonic() - started < 2.5, "the quick jobs waited for the slow one"
+    worker.stop(timeout=10)

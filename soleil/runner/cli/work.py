@@ -50,7 +50,7 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
     type=click.IntRange(min=1, max=64),
     default=1,
     show_default=True,
-    help="Transactional jobs already waiting that may share one COMMIT, each in a savepoint "
+    help="Transactional jobs already waiting that may share one transaction and its COMMIT "
     "(1: a COMMIT per job).",
 )
 @click.option(
