@@ -334,33 +334,19 @@ class RollsBackItself(Job):
 
 class CommitsItself(Job):
     """Transactional, one try: writes `key:<transaction id>`, then sends a COMMIT
-    statement on the job's connection (past the guard on commit())."""
+    statement on the job's connection (past the guard on commit()); with
+    `deallocate`, first a DEALLOCATE ALL (unpreparing what Soleil prepared on it)."""
 
     name = "tests.commits_itself"
     transactional = True
     tries = 1
     key: str
+    deallocate: bool = False
 
     def handle(self, ctx: JobContext) -> None:
         assert ctx.connection is not None
-        ctx.connection.execute(
-            "INSERT INTO public.effects (key) VALUES (%s || ':' || txid_current())", (self.key,)
-        )
-        ctx.connection.execute("COMMIT")
-
-
-class DeallocatesThenCommits(Job):
-    """Transactional, one try: DEALLOCATE ALL (unpreparing what Soleil prepared on
-    the connection), writes `key:<transaction id>`, then sends a COMMIT statement."""
-
-    name = "tests.deallocates_then_commits"
-    transactional = True
-    tries = 1
-    key: str
-
-    def handle(self, ctx: JobContext) -> None:
-        assert ctx.connection is not None
-        ctx.connection.execute("DEALLOCATE ALL")
+        if self.deallocate:
+            ctx.connection.execute("DEALLOCATE ALL")
         ctx.connection.execute(
             "INSERT INTO public.effects (key) VALUES (%s || ':' || txid_current())", (self.key,)
         )

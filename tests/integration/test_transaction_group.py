@@ -18,7 +18,6 @@ from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
 from tests.apps.lifecycle import (
     CommitsItself,
     Deallocates,
-    DeallocatesThenCommits,
     InsertDeferred,
     InsertThenFail,
     RollsBackItself,
@@ -204,7 +203,12 @@ def test_a_handler_deallocating_then_committing_does_not_commit_its_group_twice(
 ) -> None:
     # Groups of 2: a and b first (their COMMIT deletes b's joined row), then c and x.
     runner.dispatch_many(
-        [InsertTxid(key="a"), InsertTxid(key="b"), InsertTxid(key="c"), DeallocatesThenCommits(key="x")]
+        [
+            InsertTxid(key="a"),
+            InsertTxid(key="b"),
+            InsertTxid(key="c"),
+            CommitsItself(key="x", deallocate=True),
+        ]
     )
     with capture_logs() as logs:
         worker = start_worker(transaction_group=2, **GROUPED)
