@@ -216,6 +216,12 @@ class Executor:
             return
         opened = self._opened
         assert opened is not None
+        if opened.error is not None:
+            # The jobs joining could not be fenced, and the transaction is aborted:
+            # the jobs that ran in it run again, alone.
+            self._settle(committed=False, reason=f"the jobs joining failed: {opened.error}")
+            self._end_chain()
+            return
         fence = None
         following = self._following()
         if following is not None:

@@ -130,6 +130,9 @@ def open_next(
     if commit is not None:
         ending = [result for segment in results[: len(segments) - (fence is not None)] for result in segment]
         commit_error = _error_in(conn, ending)
+        if commit_error is None and ending[-1].command_status != b"COMMIT":
+            # The transaction was aborted: PostgreSQL answers its COMMIT with ROLLBACK.
+            commit_error = errors.InFailedSqlTransaction("the transaction was aborted: COMMIT rolled it back")
     if fence is None:
         return commit_error, None
     return commit_error, _opened(conn, fence, results[-1], again=True)

@@ -260,3 +260,23 @@ def test_jobs_waiting_behind_a_slow_first_job_go_to_an_idle_executor(
     wait_for(lambda: len([k for k in effects(conn) if k.startswith("k")]) == 8, what="the quick jobs")
     assert time.monotonic() - started < 2.5, "the quick jobs waited for the slow one"
     worker.stop(timeout=10)
+
+
+def test_jobs_that_cannot_join_a_group_send_it_back_to_run_alone(
+    runner: Runner, conn: psycopg.Connection[Any], database_url: str, start_worker: Any
+) -> None:
+    # While a runs, b's row gets locked elsewhere: joining a's group waits on it
+    # until the job timeout's statement_timeout fails the join, aborting a's transaction.
+    job_ids = runner.dispatch_many([InsertRow(key="a", sleep=0.5), InsertRow(key="b")])
+    with psycopg.connect(database_url) as locker, capture_logs() as logs:
+        worker = start_worker(transaction_group=10, timeout=1.0, **GROUPED)
+        wait_for(lambda: worker.running == 2 and worker.processed == 0, what="a to start, b claimed")
+        locker.execute("SELECT 1 FROM soleil.jobs WHERE id = %s FOR UPDATE", (job_ids[1],))
+        wait_for(lambda: rolled_back_groups(logs), what="the group to be sent back")
+        locker.rollback()
+        wait_for(lambda: count_jobs(conn) == 0, what="the queue to drain")
+        worker.stop(timeout=10)
+    [(reason, jobs)] = rolled_back_groups(logs)
+    assert jobs == job_ids[:1] and reason.startswith("the jobs joining failed"), reason
+    assert sorted(effects(conn)) == ["a", "b"]
+    assert count_failed(conn) == 0
