@@ -227,7 +227,12 @@ class Executor:
         if following is not None:
             fence = self._fence([following], self.worker.timeout_for(following.name))
             self._chained += 1
-        ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
+        with self._lock:
+            if self.abandoned:
+                # abandon() took the group and has the backend terminated: a COMMIT
+                # racing it must not commit joined jobs' writes without their deletion.
+                raise LeaseLost()
+            ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
         error: psycopg.Error | None
         try:
             # An error of the next job's opening is in self._opened: _open raises it.
