@@ -13,10 +13,10 @@ back to the pool as soon as no transactional job follows.
 With WorkerOptions.transaction_group above 1, a transaction may hold a group:
 when its job has run, the jobs waiting right behind it in the inbox (fenced
 together by one statement) join the transaction, run one after the other, and
-share one COMMIT. A job's completion is reported once
-its group has committed. A job that fails rolls the group back: the jobs of the group that
-ran before it run again, each in a transaction of its own, and so does each job
-of a group whose COMMIT fails.
+share one COMMIT. A job's completion is reported once its group has committed.
+A job that fails rolls the group back: the jobs of the group that ran before it
+run again, each in a transaction of its own, and so does each job of a group
+whose COMMIT fails.
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ class Executor:
         if self._group:
             committed = False
             if failed is None and opened is not None:
-                ran = tuple(claimed.id for claimed, _ in self._group)
+                ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
                 with contextlib.suppress(psycopg.Error):
                     committed = transaction.open_next(conn, None, commit=opened, ran=ran)[0] is None
             self._settle(
