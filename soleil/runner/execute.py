@@ -266,10 +266,10 @@ class Executor:
         # All that may join at once, in one round trip: taking fewer (a share of
         # the jobs waiting) made groups small when the inbox ran low before a claim,
         # and cost 20% of the throughput.
-        joining = self._joining(options.transaction_group - len(group))
+        timeout = self.worker.timeout_for(group[0][0].name)
+        joining = self._joining(options.transaction_group - len(group), timeout)
         if not joining:
             return False
-        timeout = self.worker.timeout_for(group[0][0].name)
         try:
             self._opened = opened = transaction.join(
                 conn, opened, self._fence(joining, timeout, joining=True)
@@ -281,18 +281,12 @@ class Executor:
             return False
         return joining[0].id in opened.held
 
-    def _joining(self, limit: int) -> list[ClaimedJob]:
+    def _joining(self, limit: int, timeout: float) -> list[ClaimedJob]:
         """Up to `limit` jobs that may join the group: the next in self._taken,
         then from the inbox (kept in self._taken), while they are transactional,
         share transactions and have the group's timeout."""
-        timeout = self.worker.timeout_for(self._group[0][0].name)
         joining: list[ClaimedJob] = []
-        while len(joining) < limit:
-            if len(joining) == len(self._taken):
-                try:
-                    self._taken.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
+        while len(joining) < limit and self._peek(len(joining)):
             item = self._taken[len(joining)]
             if not self._chainable(item) or item is None or item.solo:
                 break
@@ -306,13 +300,20 @@ class Executor:
         if self.worker.stopping or self.abandoned or self.timed_out or self._chained >= CHAIN_LIMIT:
             # A timed-out job's late cancel must not land on the next job's opening.
             return None
-        if not self._taken:
+        if not self._peek(0):
+            return None
+        following = self._taken[0]
+        return following if self._chainable(following) else None
+
+    def _peek(self, index: int) -> bool:
+        """Whether self._taken has an item at `index`, taking what is missing from
+        the inbox without waiting."""
+        while len(self._taken) <= index:
             try:
                 self._taken.append(self.inbox.get_nowait())
             except queue.Empty:
-                return None
-        following = self._taken[0]
-        return following if self._chainable(following) else None
+                return False
+        return True
 
     def _chainable(self, item: ClaimedJob | None) -> bool:
         if item is None or item.attempt > item.max_attempts:

@@ -37,7 +37,7 @@ from soleil.runner import prepared
 
 # The fence is prepared once per connection; a handler that runs DEALLOCATE ALL
 # or DISCARD ALL unprepares it, and the next fence on that connection then fails
-# with 26000 and is prepared and sent again (see _open). (psycopg's own prepared
+# with 26000 and is prepared and sent again (see _opened). (psycopg's own prepared
 # statements are psycopg's affair: it notices such a command only the first time
 # it sees its text on a connection.)
 _FENCE = prepared.Statement("job_fence")
@@ -121,7 +121,7 @@ def open_next(
         if ran:
             # A segment of its own: if it fails, the COMMIT after it ends the
             # aborted transaction (as a ROLLBACK) and the next opening still runs.
-            segments.append([_unprepared(conn, _DELETE_JOINED, _delete_values(commit.worker_id, ran))])
+            segments.append([_delete_command(conn, commit.worker_id, ran)])
         segments.append([_SEND_COMMIT])
     if fence is not None:
         segments.append([_SEND_BEGIN, *_fence_commands(conn, fence)])
@@ -145,8 +145,7 @@ def join(conn: psycopg.Connection[Any], opened: Opened, fence: Fence) -> Opened:
     error = _error_in(conn, results)
     if error is not None:
         return dataclasses.replace(opened, error=error)
-    rows = results[-1]
-    held = frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
+    held = _held(results[-1])
     return dataclasses.replace(
         opened,
         attempts={**opened.attempts, **dict(fence.jobs)},
@@ -166,7 +165,7 @@ def committed_by_handler(conn: psycopg.Connection[Any], opened: Opened) -> bool:
 def delete_joined(conn: psycopg.Connection[Any], opened: Opened, ran: tuple[int, ...]) -> None:
     """Delete the rows of jobs that joined a transaction a handler's own COMMIT
     statement committed (their writes are in: they are done)."""
-    (results,) = _exchange(conn, [[_unprepared(conn, _DELETE_JOINED, _delete_values(opened.worker_id, ran))]])
+    (results,) = _exchange(conn, [[_delete_command(conn, opened.worker_id, ran)]])
     error = _error_in(conn, results)
     if error is not None:
         raise error
@@ -180,9 +179,8 @@ def _opened(conn: psycopg.Connection[Any], fence: Fence, results: list[PGresult]
     attempts = dict(fence.jobs)
     if error is None:
         rows = results[-1]
-        held = frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
         xid = rows.get_value(0, 1) if rows.ntuples else None
-        return Opened(fence.worker_id, attempts, held, xid=xid.decode() if xid else None)
+        return Opened(fence.worker_id, attempts, _held(rows), xid=xid.decode() if xid else None)
     if again and error.sqlstate == prepared.UNDEFINED_STATEMENT and _FENCE.is_prepared_on(conn):
         # A handler's DEALLOCATE ALL unprepared it: prepared again, in a new transaction.
         _FENCE.unprepared(conn)
@@ -210,8 +208,13 @@ def _unprepared(
     return lambda pg: pg.send_query_params(statement.sql, params)
 
 
-def _delete_values(worker_id: int, ran: tuple[int, ...]) -> dict[str, object]:
-    return {"job_ids": list(ran), "worker_id": worker_id}
+def _delete_command(conn: psycopg.Connection[Any], worker_id: int, ran: tuple[int, ...]) -> Command:
+    return _unprepared(conn, _DELETE_JOINED, {"job_ids": list(ran), "worker_id": worker_id})
+
+
+def _held(rows: PGresult) -> frozenset[int]:
+    """The job ids a fence returned: those whose attempt is still this worker's."""
+    return frozenset(int(rows.get_value(row, 0) or b"0") for row in range(rows.ntuples))
 
 
 def _exchange(conn: psycopg.Connection[Any], segments: list[list[Command]]) -> list[list[PGresult]]:
