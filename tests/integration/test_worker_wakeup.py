@@ -73,8 +73,11 @@ def test_jobs_dispatched_alone_do_not_overtake_a_backlog_of_an_earlier_queue(
         runner.dispatch(Record(tag="low"), queue="low")
     wait_for(lambda: count_jobs(conn) == 0, what="both queues to drain")
     tags = [r[0] for r in conn.execute("SELECT tag FROM public.runs WHERE tag <> 'end:high' ORDER BY id")]
-    assert tags.index("low") == 40, tags[:45]
-    assert set(tags[:40]) == {"start:high"}
+    # The last high job and the first low one may be claimed together (two free
+    # executors, one high job left) and either may record its run first; a low
+    # job claimed while high ones were ready would come earlier (4-11 did once).
+    assert tags.index("low") >= 39, tags[:45]
+    assert set(tags[:39]) == {"start:high"} and tags[:41].count("start:high") == 40
 
 
 def test_a_malformed_notification_does_not_stop_the_worker(
