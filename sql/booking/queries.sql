@@ -73,14 +73,7 @@ WITH generation AS (
         (SELECT generation FROM booking.availability_generations WHERE room_id = %(room_id)s), 0
     ) AS value
 ), booked AS (
-    SELECT COALESCE(array_agg(day::date ORDER BY day), '{}') AS days
-    FROM generate_series(%(month)s::date, (%(month)s::date + interval '1 month' - interval '1 day'),
-                         interval '1 day') AS day
-    WHERE EXISTS (
-        SELECT 1 FROM booking.bookings b
-        WHERE b.room_id = %(room_id)s AND b.status = 'confirmed'
-          AND daterange(b.check_in, b.check_out, '[)') @> day::date
-    )
+    SELECT booking.booked_days(%(room_id)s::integer, %(month)s::date) AS days
 )
 INSERT INTO booking.availability_cache AS c (room_id, month, generation, booked_days)
 SELECT %(room_id)s, %(month)s, generation.value, booked.days FROM generation, booked
@@ -91,14 +84,7 @@ RETURNING booked_days;
 
 -- name: availability_booked_days :one
 -- The same computation without the cache (for checks and for a lost race above).
-SELECT COALESCE(array_agg(day::date ORDER BY day), '{}')
-FROM generate_series(%(month)s::date, (%(month)s::date + interval '1 month' - interval '1 day'),
-                     interval '1 day') AS day
-WHERE EXISTS (
-    SELECT 1 FROM booking.bookings b
-    WHERE b.room_id = %(room_id)s AND b.status = 'confirmed'
-      AND daterange(b.check_in, b.check_out, '[)') @> day::date
-);
+SELECT booking.booked_days(%(room_id)s::integer, %(month)s::date);
 
 -- name: availability_invalidate :none
 -- Every cached month of the room becomes stale.

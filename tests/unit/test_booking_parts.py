@@ -64,7 +64,7 @@ def test_smtp_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_booking_sql_files_load() -> None:
-    assert [version for version, _, _ in queries.migrations(booking_sql.booking_sql_dir())] == [1]
+    assert [version for version, _, _ in queries.migrations(booking_sql.booking_sql_dir())] == [1, 2]
     assert "EXCLUDE USING gist" in queries.migrations(booking_sql.booking_sql_dir())[0][2]
     assert "ON CONFLICT (request_id)" in booking_sql.get("booking_insert")
     with pytest.raises(KeyError, match="no SQL statement named"):
