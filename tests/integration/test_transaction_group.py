@@ -6,6 +6,7 @@ ran in it back to run again, alone."""
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from soleil.runner import Runner
+from soleil.runner.execute import Executor
 from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
 from tests.apps.lifecycle import (
     CommitsItself,
@@ -118,6 +120,52 @@ def test_an_abandoned_job_gives_back_the_jobs_grouped_before_it(
     wait_for(lambda: not stuck_thread.is_alive(), what="the abandoned thread to end")
     assert sorted(effects(conn)) == ["a", "b"]
     assert count_jobs(conn) == 0
+
+
+def test_an_abandon_landing_before_a_groups_commit_leaves_each_write_once(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trigger is white-box, what is checked is not. b has joined a's group and
+    # returned; before the group's COMMIT goes out, b's timeout and grace pass and
+    # the worker abandons b. The backend's termination is held back until that
+    # COMMIT was tried (as when the pool is short of connections), so only the
+    # executor can keep b's write from committing without b's deletion: b runs
+    # again after its timeout, and would write twice.
+    abandoned, commit_tried = threading.Event(), threading.Event()
+    group_goes_on, commit, abandon = Executor._group_goes_on, Executor._commit, Executor.abandon
+
+    def goes_on_once_abandoned(self: Executor, conn: psycopg.Connection[Any]) -> bool:
+        goes_on = group_goes_on(self, conn)
+        if len(self._group) == 2:
+            abandoned.wait(10)
+        return goes_on
+
+    def commit_then_tell(self: Executor, conn: psycopg.Connection[Any]) -> None:
+        last = len(self._group) == 2
+        try:
+            commit(self, conn)
+        finally:
+            if last:
+                commit_tried.set()
+
+    def abandon_before_the_commit(self: Executor) -> Any:
+        taken = abandon(self)
+        abandoned.set()
+        commit_tried.wait(10)
+        return taken
+
+    monkeypatch.setattr(Executor, "_group_goes_on", goes_on_once_abandoned)
+    monkeypatch.setattr(Executor, "_commit", commit_then_tell)
+    monkeypatch.setattr(Executor, "abandon", abandon_before_the_commit)
+    job_ids = runner.dispatch_many([InsertRow(key="a"), InsertRow(key="b")])
+    with capture_logs() as logs:
+        worker = start_worker(transaction_group=2, timeout=0.3, timeout_grace=0.2, tries=2, **GROUPED)
+        wait_for(lambda: count_jobs(conn) == 0, what="a to run again and b to be retried")
+        worker.stop(timeout=10)
+    assert commit_tried.is_set(), "the abandon did not land before the group's COMMIT"
+    assert rolled_back_groups(logs) == [("abandoned", job_ids[:1])]
+    assert sorted(effects(conn)) == ["a", "b"]
+    assert count_failed(conn) == 0
 
 
 def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
