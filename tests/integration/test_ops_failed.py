@@ -13,6 +13,7 @@ from soleil.runner import Runner
 from soleil.runner import failed as failed_jobs
 from soleil.runner.errors import FailedJobNotFound
 from tests.apps.basic import Doomed, Record
+from tests.apps.lifecycle import AlwaysFails
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 from tests.ops_data import assert_nothing_lost_or_duplicated, insert_failed
 
@@ -37,6 +38,27 @@ def test_a_real_failure_is_listed_shown_retried_and_runs_again(
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the retried job to run and fail again")
     assert scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'doomed'") == 2
+
+
+def test_a_unique_key_is_held_between_tries_freed_by_the_failure_and_not_given_back_by_retry(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    job_id = runner.dispatch(AlwaysFails(), unique_key="report-1")
+    start_worker(tries=2, backoff=1.0)
+    wait_for(
+        lambda: scalar(conn, "SELECT attempts FROM soleil.jobs WHERE id = %s AND reserved_by IS NULL", (job_id,)),
+        what="the first try to fail",
+    )
+    assert runner.dispatch(Record(tag="dup"), unique_key="report-1") is None, "held while waiting to retry"
+    wait_for(lambda: count_failed(conn) == 1, what="the last try to fail")
+    newer = runner.dispatch(Record(tag="newer"), unique_key="report-1")
+    assert newer is not None, "a failed job no longer holds its key"
+    (summary,) = failed_jobs.list_failed(runner)
+    assert failed_jobs.retry(runner, [summary.uuid]).retried == [summary.uuid]
+    # Put back without its key (as Laravel's queue:retry): it cannot clash with the newer job.
+    keys = conn.execute("SELECT job, unique_key FROM soleil.jobs WHERE job = 'tests.always_fails'").fetchall()
+    assert keys == [("tests.always_fails", None)]
+    wait_for(lambda: count_failed(conn) == 1 and count_jobs(conn) == 0, what="the retried job to fail again")
 
 
 def test_list_is_newest_first_filtered_and_limited(runner: Runner, conn: psycopg.Connection[Any]) -> None:
