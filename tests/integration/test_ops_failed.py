@@ -45,10 +45,8 @@ def test_a_unique_key_is_held_between_tries_freed_by_the_failure_and_not_given_b
 ) -> None:
     job_id = runner.dispatch(AlwaysFails(), unique_key="report-1")
     start_worker(tries=2, backoff=1.0)
-    wait_for(
-        lambda: scalar(conn, "SELECT attempts FROM soleil.jobs WHERE id = %s AND reserved_by IS NULL", (job_id,)),
-        what="the first try to fail",
-    )
+    waiting = "SELECT attempts FROM soleil.jobs WHERE id = %s AND reserved_by IS NULL"
+    wait_for(lambda: scalar(conn, waiting, (job_id,)), what="the first try to fail")
     assert runner.dispatch(Record(tag="dup"), unique_key="report-1") is None, "held while waiting to retry"
     wait_for(lambda: count_failed(conn) == 1, what="the last try to fail")
     newer = runner.dispatch(Record(tag="newer"), unique_key="report-1")
