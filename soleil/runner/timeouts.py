@@ -12,6 +12,8 @@ timeout is stopped in three steps, checked by the worker's main loop.
    thread does later is fenced out.
 3. When more threads are stuck than the worker has slots, the worker exits and
    systemd starts a clean process, as Laravel's worker does.
+
+A hard stop gives up on the jobs still running the same way (give_up_running).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import psycopg
 import structlog
 from psycopg_pool import PoolTimeout
 
+from soleil.runner import queries
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.errors import JobTimeout
 from soleil.runner.job import Job, load_payload
@@ -56,18 +59,50 @@ def abandon(worker: Worker, executor: Executor) -> None:
     log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
         # Its transaction holds the job row; end it so the outcome can be written.
-        try:
-            with worker.pool.connection(timeout=5.0) as conn:
-                conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
-        except (psycopg.Error, PoolTimeout, OSError) as exc:
+        error = terminate(worker, [backend_pid])
+        if error is not None:
             # The main loop goes on: a database that is down has ended it already.
-            log.warning("job.terminate_failed", error=str(exc).strip(), **claimed.log_fields())
+            log.warning("job.terminate_failed", error=error, **claimed.log_fields())
     if grouped:  # their writes went with the terminated transaction
         log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
         worker.requeue(grouped)
     worker.pass_on(unstarted)
     record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
     worker.replace_executor(executor)
+
+
+def give_up_running(worker: Worker) -> list[ClaimedJob]:
+    """A hard stop (the stop grace ran out, or a second signal): fence out the
+    executors still running, as abandon() does, and end their transactions. Those
+    hold the rows of their jobs, of their groups and of the jobs that joined them,
+    which the release and the unregister that give the jobs back would wait for
+    until the handlers return. Returns the jobs taken but not started, whose
+    attempt the release gives back; the others go back with it counted."""
+    backend_pids: list[int] = []
+    unstarted: list[ClaimedJob] = []
+    for executor in worker.executors:
+        taken = executor.abandon()
+        if taken is None:
+            continue
+        _, backend_pid, _, items = taken
+        if backend_pid is not None:
+            backend_pids.append(backend_pid)
+        unstarted += [item for item in items if item is not None]
+    if backend_pids:
+        error = terminate(worker, backend_pids)
+        if error is not None:
+            log.warning("worker.terminate_failed", backend_pids=backend_pids, error=error)
+    return unstarted
+
+
+def terminate(worker: Worker, backend_pids: list[int]) -> str | None:
+    """End these sessions; the error if that could not be done."""
+    try:
+        with worker.pool.connection(timeout=5.0) as conn:
+            conn.execute(queries.get("backend_terminate"), {"pids": backend_pids})
+    except (psycopg.Error, PoolTimeout, OSError) as exc:
+        return str(exc).strip()
+    return None
 
 
 def record_abandoned(worker: Worker, claimed: ClaimedJob, timeout: float, grace: float) -> None:

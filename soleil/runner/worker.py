@@ -331,6 +331,7 @@ class Worker:
         self.notifier.stopping(self._status)
         log.info("worker.stopping", worker_id=self.id, reason=self.stop_reason, running=self.running)
         drained = self._wait_drained(self.options.stop_grace)
+        unstarted: list[ClaimedJob] = []
         for _ in self.executors:
             self._inbox.put(None)
         if not drained:
@@ -345,9 +346,10 @@ class Worker:
             )
             if self.exit_code == EXIT_OK:
                 self.exit_code = EXIT_STUCK
+            unstarted = timeouts.give_up_running(self)
         with self._claim_lock:
             pass  # a claim of the listener's still on its way lands in the inbox first
-        leftovers = self._handed_back + _drain(self._inbox)
+        leftovers = self._handed_back + unstarted + _drain(self._inbox)
         try:
             with self.pool.connection(timeout=5.0) as conn:
                 released = claiming.release(conn, leftovers, self.id)

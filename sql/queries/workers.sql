@@ -30,3 +30,8 @@ WITH gone AS (
 )
 UPDATE soleil.jobs SET reserved_by = NULL, reserved_at = NULL, available_at = now()
 WHERE reserved_by = %(id)s;
+
+-- name: backend_terminate :none
+-- End these sessions: their open transactions roll back and release the job rows
+-- they hold (an abandoned job's, or those of jobs still running at a hard stop).
+SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid;

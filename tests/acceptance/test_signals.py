@@ -15,9 +15,9 @@ from psycopg import conninfo, sql
 from soleil.runner import Runner
 from tests.acceptance.support import APPS, log_events, named, wait_exit
 from tests.apps.basic import Record, Sleep
-from tests.apps.cli import SlowFirstAttempt
+from tests.apps.cli import SlowFirstAttempt, SlowTransactionalFirstAttempt
 from tests.conftest import ADMIN_URL, Processes
-from tests.helpers import scalar, wait_for
+from tests.helpers import effects, scalar, wait_for
 
 HEARTBEAT = 0.5  # seconds; a silent worker's jobs come back after two intervals
 FAST = ["--sleep", "0.2", "--heartbeat", str(HEARTBEAT)]
@@ -66,6 +66,32 @@ def test_job_outliving_the_stop_grace_goes_back_to_its_queue(
     (timeout,) = named(log_events(processes.output(worker)[1]), "worker.stop_timeout")
     assert timeout["job_ids"] == [job_id]
 
+
+
+def test_transactional_job_outliving_the_stop_grace_is_rolled_back_and_goes_back_at_once(
+    processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    # Its open transaction holds the job's row: the worker must end it rather
+    # than wait for the handler (60 s) to give the job back.
+    job_id = runner.dispatch(SlowTransactionalFirstAttempt(key="slow", first=60))
+    worker = processes.soleil(
+        "work", "default", "--app", APPS, "--stop-grace", "0.3", *FAST, database_url=runner.database_url
+    )
+    wait_for(lambda: runs(conn), what="the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert wait_exit(worker, timeout=10.0) == 1
+    assert conn.execute(
+        "SELECT id, attempts, reserved_by, available_at <= now() FROM soleil.jobs"
+    ).fetchall() == [(job_id, 1, None, True)]
+    assert effects(conn) == [], "the interrupted attempt's write rolled back"
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+    (timeout,) = named(log_events(processes.output(worker)[1]), "worker.stop_timeout")
+    assert timeout["job_ids"] == [job_id]
+    again = processes.soleil("work", "default", "--app", APPS, *FAST, database_url=runner.database_url)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.jobs") == 0, what="attempt 2 to commit")
+    assert effects(conn) == ["slow:2"]
+    again.send_signal(signal.SIGTERM)
+    assert wait_exit(again) == 0
 
 def test_sigkilled_worker_job_is_rescued_by_another_worker(
     processes: Processes, runner: Runner, conn: psycopg.Connection[Any]

@@ -34,3 +34,21 @@ class Typed(Job):
 
     def handle(self, ctx: JobContext) -> None:
         record(ctx, f"{self.label}:{self.count}")
+
+
+class SlowTransactionalFirstAttempt(Job):
+    """Transactional: records its start (committed at once, on a connection of its
+    own), writes `key` in the job's transaction, then sleeps `first` seconds on
+    attempt 1 and not at all afterwards."""
+
+    name = "tests.slow_transactional_first_attempt"
+    transactional = True
+    tries = 3
+    key: str
+    first: float
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "start")
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (f"{self.key}:{ctx.attempt}",))
+        time.sleep(self.first if ctx.attempt == 1 else 0.0)

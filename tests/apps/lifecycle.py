@@ -4,6 +4,7 @@ can count runs, hook calls and effects."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import ClassVar
 
@@ -372,3 +373,21 @@ class ClashesAtCommit(Job):
 
     def failed(self, ctx: JobContext, exc: BaseException) -> None:
         record_hook(ctx, exc)
+
+
+# Set by a test (and at its end, whatever happened) to let InsertThenHold return.
+HOLD_RELEASED = threading.Event()
+
+
+class InsertThenHold(Job):
+    """Transactional: inserts `key`, then holds its transaction open until the
+    test sets HOLD_RELEASED (a minute at most)."""
+
+    name = "tests.insert_then_hold"
+    transactional = True
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+        HOLD_RELEASED.wait(60)

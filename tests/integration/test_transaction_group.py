@@ -18,10 +18,12 @@ from soleil.runner import Runner
 from soleil.runner.execute import Executor
 from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
 from tests.apps.lifecycle import (
+    HOLD_RELEASED,
     CommitsItself,
     Deallocates,
     InsertDeferred,
     InsertThenFail,
+    InsertThenHold,
     RollsBackItself,
 )
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
@@ -166,6 +168,41 @@ def test_an_abandon_landing_before_a_groups_commit_leaves_each_write_once(
     assert rolled_back_groups(logs) == [("abandoned", job_ids[:1])]
     assert sorted(effects(conn)) == ["a", "b"]
     assert count_failed(conn) == 0
+
+
+def test_a_hard_stop_ends_a_running_groups_transaction_and_gives_every_job_back(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # "held" joins a's group with b and c behind it, all fenced by one lock, and
+    # holds the transaction open past the stop grace. The worker must end that
+    # transaction, not wait for the handler, to give the four jobs back.
+    HOLD_RELEASED.clear()
+    job_ids = runner.dispatch_many(
+        [InsertRow(key="a"), InsertThenHold(key="held"), InsertRow(key="b"), InsertRow(key="c")]
+    )
+    try:
+        worker = start_worker(transaction_group=10, stop_grace=0.3, **GROUPED)
+        [thread] = [executor.thread for executor in worker.executors]
+        wait_for(
+            lambda: worker.executors[0].current is not None and worker.executors[0].current.id == job_ids[1],
+            what="held to run",
+        )
+        worker.stop(timeout=10)
+        assert worker.join(0), "the stop waited for the held transaction"
+        assert worker.hard_stopped
+        rows = conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs ORDER BY id").fetchall()
+        # a and held ran (attempt counted); b and c had not started (attempt given back).
+        assert rows == [
+            (job_ids[0], 1, None),
+            (job_ids[1], 1, None),
+            (job_ids[2], 0, None),
+            (job_ids[3], 0, None),
+        ]
+        assert effects(conn) == [], "the group's writes rolled back"
+    finally:
+        HOLD_RELEASED.set()
+    wait_for(lambda: not thread.is_alive(), what="the held handler to return")
+    assert effects(conn) == [] and count_jobs(conn) == 4, "the given-up thread wrote nothing more"
 
 
 def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
