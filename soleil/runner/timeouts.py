@@ -88,6 +88,8 @@ def give_up_running(worker: Worker) -> list[ClaimedJob]:
         if backend_pid is not None:
             backend_pids.append(backend_pid)
         unstarted += [item for item in items if item is not None]
+        # Stop markers it took ahead belong to the executors still to end.
+        worker.pass_on([None for item in items if item is None])
     if backend_pids:
         error = terminate(worker, backend_pids)
         if error is not None:

@@ -691,14 +691,22 @@ class Worker:
 
 
 def _drain(inbox: queue.SimpleQueue[ClaimedJob | None]) -> list[ClaimedJob]:
+    """The jobs left in the inbox. The stop markers taken with them go back: an
+    executor that has not picked its own up yet still needs it to end."""
     jobs: list[ClaimedJob] = []
+    markers = 0
     while True:
         try:
             item = inbox.get_nowait()
         except queue.Empty:
-            return jobs
-        if item is not None:
+            break
+        if item is None:
+            markers += 1
+        else:
             jobs.append(item)
+    for _ in range(markers):
+        inbox.put(None)
+    return jobs
 
 
 __all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_STUCK", "Worker", "WorkerOptions"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from soleil.runner import Runner
 from soleil.runner.claim import claim
@@ -36,6 +37,19 @@ def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an
     ).fetchall()
     assert rows == [(waiting[0], 0, None), (waiting[1], 0, None)]
     assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregisters"
+
+
+
+@pytest.mark.parametrize("grace", [10.0, 0.0], ids=["graceful", "hard"])
+def test_every_executor_thread_ends_with_the_worker(start_worker: Any, runner: Runner, grace: float) -> None:
+    # An embedding process (tests, a web app running a worker) keeps no thread of a
+    # stopped worker: each executor gets its stop marker, even one the shutdown's
+    # last look at the inbox passes by.
+    runner.dispatch_many([Sleep(seconds=0.2, tag=str(i)) for i in range(3)])
+    worker = start_worker(concurrency=6, stop_grace=grace)
+    threads = [executor.thread for executor in worker.executors]
+    worker.stop(timeout=10)
+    wait_for(lambda: not any(thread.is_alive() for thread in threads), what="the executor threads to end")
 
 
 def test_max_jobs_stops_after_that_many_jobs(
