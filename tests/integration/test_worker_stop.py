@@ -39,7 +39,6 @@ def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an
     assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregisters"
 
 
-
 @pytest.mark.parametrize("grace", [10.0, 0.0], ids=["graceful", "hard"])
 def test_every_executor_thread_ends_with_the_worker(start_worker: Any, runner: Runner, grace: float) -> None:
     # An embedding process (tests, a web app running a worker) keeps no thread of a
