@@ -197,7 +197,14 @@ class Executor:
             self._end_chain()
             conn = self.worker.pool.getconn()
             with self._lock:  # abandon() reads the chain to terminate its backend
-                self._chain = conn
+                abandoned = self.abandoned
+                if not abandoned:
+                    self._chain = conn
+            if abandoned:
+                # Given up while waiting for the pool (a hard stop): nothing would
+                # terminate this backend, and its fence would lock the job's row.
+                self.worker.pool.putconn(conn)
+                raise LeaseLost()
             self._opened = opened = transaction.open_next(conn, self._fence([claimed], timeout))[1]
             assert opened is not None
         if opened.error is not None:
@@ -205,6 +212,7 @@ class Executor:
             raise opened.error
         if claimed.id not in opened.held:
             raise LeaseLost()
+        assert self._chain is not None
         return self._chain
 
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
@@ -394,7 +402,12 @@ class Executor:
         self.worker.pool.putconn(conn)
 
     def _set_in_handler(self, value: bool) -> None:
+        """Raises LeaseLost instead of entering a handler once abandoned: the job
+        may be back in its queue already (a hard stop gives up on jobs that have
+        not reached their handler yet)."""
         with self._lock:
+            if value and self.abandoned:
+                raise LeaseLost()
             self._in_handler = value
             if not value and self.timed_out:
                 # Only interrupt() raises into this thread, after setting timed_out;

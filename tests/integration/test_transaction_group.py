@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from soleil.runner import Runner
+from soleil.runner import Runner, lease
 from soleil.runner.execute import Executor
 from tests.apps.basic import InsertRow, InsertTxid, InsertTxidAlone
 from tests.apps.lifecycle import (
@@ -42,6 +42,12 @@ def commits(conn: psycopg.Connection[Any]) -> list[int]:
     """How many InsertTxid jobs each transaction committed, in commit order."""
     per_transaction = collections.Counter(transaction_of(conn).values())
     return [per_transaction[txid] for txid in sorted(per_transaction, key=int)]
+
+
+def running(worker: Any) -> int | None:
+    """The id of the job the worker's first executor runs."""
+    current = worker.executors[0].current
+    return None if current is None else int(current.id)
 
 
 def rolled_back_groups(logs: list[Any]) -> list[tuple[str, list[int]]]:
@@ -183,10 +189,7 @@ def test_a_hard_stop_ends_a_running_groups_transaction_and_gives_every_job_back(
     try:
         worker = start_worker(transaction_group=10, stop_grace=0.3, **GROUPED)
         [thread] = [executor.thread for executor in worker.executors]
-        wait_for(
-            lambda: worker.executors[0].current is not None and worker.executors[0].current.id == job_ids[1],
-            what="held to run",
-        )
+        wait_for(lambda: running(worker) == job_ids[1], what="held to run")
         worker.stop(timeout=10)
         assert worker.join(0), "the stop waited for the held transaction"
         assert worker.hard_stopped
@@ -203,6 +206,46 @@ def test_a_hard_stop_ends_a_running_groups_transaction_and_gives_every_job_back(
         HOLD_RELEASED.set()
     wait_for(lambda: not thread.is_alive(), what="the held handler to return")
     assert effects(conn) == [] and count_jobs(conn) == 4, "the given-up thread wrote nothing more"
+
+
+def test_a_hard_stop_while_a_transactional_job_waits_for_a_connection_keeps_it_from_starting(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # White-box trigger: the executor waits for a pooled connection (the pool is
+    # short) until the hard stop has given it up, with no backend to terminate yet.
+    # It must not fence the job afterwards: that would lock the row the stop gives
+    # back, and the stop would wait for the handler.
+    HOLD_RELEASED.clear()
+    worker = start_worker(stop_grace=0.3, concurrency=1)
+    [executor] = worker.executors
+    getconn = worker.pool.getconn
+
+    def getconn_once_given_up(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is executor.thread:
+            wait_for(lambda: executor.abandoned, what="the hard stop to give the executor up")
+        return getconn(*args, **kwargs)
+
+    def unregister_once_the_executor_settled(conn: psycopg.Connection[Any], worker_id: int) -> None:
+        # Whatever it does next (fence the job, or give up) is done before the
+        # stop gives the job back.
+        wait_for(lambda: executor.current is None or executor._opened is not None, what="the executor")
+        unregister(conn, worker_id)
+
+    unregister = lease.unregister
+    monkeypatch.setattr(worker.pool, "getconn", getconn_once_given_up)
+    monkeypatch.setattr(lease, "unregister", unregister_once_the_executor_settled)
+    job_id = runner.dispatch(InsertThenHold(key="held"))
+    try:
+        wait_for(lambda: running(worker) == job_id, what="the job to start")
+        worker.stop(timeout=10)
+        assert worker.join(0), "the stop waited for the held transaction"
+        assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
+            (job_id, 1, None)
+        ]
+    finally:
+        HOLD_RELEASED.set()
+    wait_for(lambda: not executor.thread.is_alive(), what="the given-up executor to end")
+    assert effects(conn) == [] and count_jobs(conn) == 1, "the handler never ran"
 
 
 def test_a_handler_ending_the_transaction_itself_sends_its_group_back(
