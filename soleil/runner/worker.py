@@ -48,6 +48,8 @@ STATUS_INTERVAL_SECONDS = 1.0  # how often systemd's STATUS= may change
 # How long the main loop waits for a pooled connection: it also sends the
 # watchdog pings, so it must never wait as long as WatchdogSec.
 MAIN_LOOP_POOL_WAIT_SECONDS = 5.0
+# How long a stopping worker waits for its idle executors to hand back what they took.
+EXECUTORS_EXIT_SECONDS = 5.0
 EXIT_OK = 0
 EXIT_STUCK = 1
 EXIT_MEMORY = limits.EXIT_MEMORY
@@ -349,7 +351,16 @@ class Worker:
             unstarted = timeouts.give_up_running(self)
         with self._claim_lock:
             pass  # a claim of the listener's still on its way lands in the inbox first
-        leftovers = self._handed_back + unstarted + _drain(self._inbox)
+        leftovers = unstarted + _drain(self._inbox)
+        # An executor that took a job from the inbox just before the drain hands
+        # it back on its way out: wait for those ways out, or that job would go
+        # back through the unregister with a try used that it never started.
+        deadline = time.monotonic() + EXECUTORS_EXIT_SECONDS
+        for executor in self.executors:
+            if not executor.abandoned:
+                executor.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._slots:
+            leftovers += self._handed_back
         try:
             with self.pool.connection(timeout=5.0) as conn:
                 released = claiming.release(conn, leftovers, self.id)

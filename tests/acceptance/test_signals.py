@@ -67,7 +67,6 @@ def test_job_outliving_the_stop_grace_goes_back_to_its_queue(
     assert timeout["job_ids"] == [job_id]
 
 
-
 def test_transactional_job_outliving_the_stop_grace_is_rolled_back_and_goes_back_at_once(
     processes: Processes, runner: Runner, conn: psycopg.Connection[Any]
 ) -> None:
@@ -92,6 +91,7 @@ def test_transactional_job_outliving_the_stop_grace_is_rolled_back_and_goes_back
     assert effects(conn) == ["slow:2"]
     again.send_signal(signal.SIGTERM)
     assert wait_exit(again) == 0
+
 
 def test_sigkilled_worker_job_is_rescued_by_another_worker(
     processes: Processes, runner: Runner, conn: psycopg.Connection[Any]

@@ -3,14 +3,16 @@ without an attempt), and on --max-jobs, --max-time, --stop-when-empty and --memo
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
 import pytest
 
 from soleil.runner import Runner
-from soleil.runner.claim import claim
-from soleil.runner.worker import EXIT_MEMORY, EXIT_OK
+from soleil.runner import worker as worker_module
+from soleil.runner.claim import ClaimedJob, claim
+from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
 from tests.helpers import count_jobs, scalar, wait_for
 
@@ -37,6 +39,38 @@ def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an
     ).fetchall()
     assert rows == [(waiting[0], 0, None), (waiting[1], 0, None)]
     assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregisters"
+
+
+def test_a_job_an_executor_takes_as_the_stop_drains_the_inbox_goes_back_without_a_try(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # White-box trigger: the executor takes the waiting job from the inbox and hands
+    # it back only once the shutdown has drained the inbox. With one try, a try
+    # used by the stop would fail the job the next time it is claimed, unrun.
+    drained, hand_back, drain = threading.Event(), Worker.hand_back, worker_module._drain
+
+    def drain_then_tell(inbox: Any) -> list[ClaimedJob]:
+        jobs = drain(inbox)
+        drained.set()
+        return jobs
+
+    def hand_back_after_the_drain(self: Worker, claimed: ClaimedJob) -> None:
+        drained.wait(10)
+        hand_back(self, claimed)
+
+    monkeypatch.setattr(worker_module, "_drain", drain_then_tell)
+    monkeypatch.setattr(Worker, "hand_back", hand_back_after_the_drain)
+    worker = start_worker(concurrency=1)
+    runner.dispatch(Sleep(seconds=0.5, tag="running"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the job to start")
+    waiting = runner.dispatch(Record(tag="waiting"))
+    [job] = claim(conn, queues=["default"], limit=1, worker_id=worker.id, default_tries=1)
+    worker._inbox.put(job)  # what a claim ahead leaves behind the running job
+    worker.stop(timeout=10)
+    assert drained.is_set() and worker.exit_code == EXIT_OK
+    assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
+        (waiting, 0, None)
+    ]
 
 
 @pytest.mark.parametrize("grace", [10.0, 0.0], ids=["graceful", "hard"])
