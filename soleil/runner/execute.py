@@ -60,6 +60,9 @@ class Executor:
         self.timed_out = False
         self.abandoned = False
         self._in_handler = False
+        # Whether the current job's handler was entered: a job given up before
+        # that goes back with its try (timeouts.give_up_running).
+        self.handler_entered = False
         self._connection: psycopg.Connection[Any] | None = None
         # Items taken from the inbox ahead of their turn (the rest of a group, or
         # what stopped it), and the chain: its connection, with the transaction
@@ -102,7 +105,7 @@ class Executor:
         worker = self.worker
         timeout = worker.timeout_for(claimed.name)
         with self._lock:
-            self.current, self.timed_out = claimed, False
+            self.current, self.timed_out, self.handler_entered = claimed, False, False
             self.started = time.monotonic()
             self.deadline = self.started + timeout
         fields = claimed.log_fields()
@@ -406,8 +409,10 @@ class Executor:
         may be back in its queue already (a hard stop gives up on jobs that have
         not reached their handler yet)."""
         with self._lock:
-            if value and self.abandoned:
-                raise LeaseLost()
+            if value:
+                if self.abandoned:
+                    raise LeaseLost()
+                self.handler_entered = True
             self._in_handler = value
             if not value and self.timed_out:
                 # Only interrupt() raises into this thread, after setting timed_out;

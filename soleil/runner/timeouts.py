@@ -76,17 +76,20 @@ def give_up_running(worker: Worker) -> list[ClaimedJob]:
     executors still running, as abandon() does, and end their transactions. Those
     hold the rows of their jobs, of their groups and of the jobs that joined them,
     which the release and the unregister that give the jobs back would wait for
-    until the handlers return. Returns the jobs taken but not started, whose
-    attempt the release gives back; the others go back with it counted."""
+    until the handlers return. Returns the jobs taken but not started (their
+    handler not entered), whose attempt the release gives back; the others go
+    back with it counted."""
     backend_pids: list[int] = []
     unstarted: list[ClaimedJob] = []
     for executor in worker.executors:
         taken = executor.abandon()
         if taken is None:
             continue
-        _, backend_pid, _, items = taken
+        claimed, backend_pid, _, items = taken
         if backend_pid is not None:
             backend_pids.append(backend_pid)
+        if not executor.handler_entered:  # cannot change once abandoned
+            unstarted.append(claimed)
         unstarted += [item for item in items if item is not None]
         # Stop markers it took ahead belong to the executors still to end.
         worker.pass_on([None for item in items if item is None])
