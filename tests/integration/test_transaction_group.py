@@ -372,6 +372,8 @@ def test_a_job_whose_lease_was_lost_does_not_roll_back_the_jobs_before_it(
         wait_for(lambda: worker.processed == 0 and worker.running == 3, what="s to start")
         conn.execute("UPDATE soleil.jobs SET attempts = attempts + 1 WHERE id = %s", (job_ids[2],))
         wait_for(lambda: sorted(effects(conn)) == ["a", "s"], what="s and a to commit")
+        # "lost" starts alone after their COMMIT: a stop before that would hand it back.
+        wait_for(lambda: any(e["event"] == "job.lease_lost" for e in logs), what="lost to run alone")
         worker.stop(timeout=10)
     runs = collections.Counter(e["job_id"] for e in logs if e["event"] == "job.started")
     assert [runs[job_id] for job_id in job_ids] == [1, 1, 1]
