@@ -243,7 +243,7 @@ class Executor:
                 # abandon() took the group and has the backend terminated: a COMMIT
                 # racing it must not commit joined jobs' writes without their deletion.
                 raise LeaseLost()
-            ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
+            ran = self._joined_that_ran(opened)
         error: psycopg.Error | None
         try:
             # An error of the next job's opening is in self._opened: _open raises it.
@@ -343,9 +343,15 @@ class Executor:
         if opened is None or not self._group:
             return
         if transaction.committed_by_handler(conn, opened):
-            ran = [job.id for job, _ in self._group] + [claimed.id]
+            ran = self._joined_that_ran(opened, claimed)
             self._settle(committed=True, reason="")
-            transaction.delete_joined(conn, opened, tuple(job for job in ran if job in opened.joined))
+            transaction.delete_joined(conn, opened, ran)
+
+    def _joined_that_ran(self, opened: transaction.Opened, *also: ClaimedJob) -> tuple[int, ...]:
+        """The jobs of the group (and `also`) that joined its transaction: the rows
+        its COMMIT deletes (the first job's row went with its fence)."""
+        ran = [claimed for claimed, _ in self._group] + list(also)
+        return tuple(claimed.id for claimed in ran if claimed.id in opened.joined)
 
     def _take_group(self) -> list[tuple[ClaimedJob, float]]:
         """The group, unless abandon() has taken it (it requeues those jobs)."""
@@ -392,7 +398,7 @@ class Executor:
         if self._group:
             committed = False
             if failed is None and opened is not None:
-                ran = tuple(claimed.id for claimed, _ in self._group if claimed.id in opened.joined)
+                ran = self._joined_that_ran(opened)
                 with contextlib.suppress(psycopg.Error):
                     committed = transaction.open_next(conn, None, commit=opened, ran=ran)[0] is None
             self._settle(
