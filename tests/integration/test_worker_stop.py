@@ -132,13 +132,16 @@ def test_a_memory_limit_stops_the_worker_with_exit_code_12(start_worker: Any) ->
     assert EXIT_MEMORY == 12
 
 
-def test_stop_flushes_buffered_completions(
+def test_an_idle_workers_completion_is_written_at_once_a_busy_ones_batched_and_flushed_at_stop(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
+    worker = start_worker(concurrency=2, completion_interval=60.0)
+    runner.dispatch(Record(tag="alone"))
+    # After a quiet spell the completion goes at once, not an interval later.
+    wait_for(lambda: count_jobs(conn) == 0, what="the lone job's completion", timeout=10)
     runner.dispatch_many([Record(tag=str(i)) for i in range(20)])
-    worker = start_worker(concurrency=2, completion_interval=60.0)  # completions stay buffered
-    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs") == 20, what="all jobs to run")
-    assert count_jobs(conn) == 20, "completions should still be buffered"
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs") == 21, what="all jobs to run")
+    assert count_jobs(conn) == 20, "completions right behind another should wait for the interval"
     worker.stop(timeout=10)
     assert count_jobs(conn) == 0
-    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 20
+    assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 21
