@@ -274,6 +274,33 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
     assert "\n" not in message and "secret-pw" not in message
 
 
+def test_a_dispatch_whose_connection_dies_mid_statement_is_one_clear_error_and_writes_nothing(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from soleil.runner import DatabaseUnavailable
+
+    with psycopg.connect(database_url) as first, ThreadPoolExecutor(1) as pool:
+        runner.dispatch(Record(tag="first"), unique_key="held", connection=first)
+        second = pool.submit(runner.dispatch, Record(tag="second"), unique_key="held")
+        waiting = wait_for(
+            lambda: scalar(
+                conn,
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ),
+            what="the second dispatch to wait for the first transaction",
+        )
+        conn.execute("SELECT pg_terminate_backend(%s)", (waiting,))
+        with pytest.raises(DatabaseUnavailable) as caught:
+            second.result(timeout=10)
+        first.rollback()
+    assert str(caught.value).startswith("cannot reach the database at ")
+    assert count_jobs(conn) == 0
+    assert runner.dispatch(Record(tag="after")) is not None, "the pool replaces the dead connection"
+
+
 @pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])
 def test_concurrent_dispatches_of_one_unique_key_enqueue_it_once(
     runner: Runner, database_url: str, conn: psycopg.Connection[Any], first_commits: bool
