@@ -126,9 +126,10 @@ class Completer:
 
     def _run(self) -> None:
         backoff = 0.1
-        # A busy worker writes its completions in batches, `interval` apart. After
-        # a quiet spell the first completion goes at once: an idle worker's flush
-        # then follows its job by a millisecond instead of landing, up to
+        # A busy worker writes its completions in batches, each flush starting
+        # `interval` after the previous one ended (a slow database gets that rest).
+        # After a quiet spell the first completion goes at once: an idle worker's
+        # flush then follows its job by a millisecond instead of landing, up to
         # `interval` later, on the next job's pickup (docs/performance.md, finding 22).
         last_flush = time.monotonic()
         while True:
@@ -143,8 +144,9 @@ class Completer:
                     self._cond.wait(left)
                 if self._stopping:
                     return
+            flushed = self.flush()
             last_flush = time.monotonic()
-            if self.flush():
+            if flushed:
                 backoff = 0.1
             else:
                 time.sleep(backoff)
