@@ -39,7 +39,8 @@ class Row:
 
 def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
     cls = _job_class(job)
-    return Row(validate_queue(queue or cls.queue), cls.name, payload_of(job, max_payload_bytes), cls.tries)
+    name = validate_queue(cls.queue if queue is None else queue)  # "" is refused, not the default
+    return Row(name, cls.name, payload_of(job, max_payload_bytes), cls.tries)
 
 
 def _job_class(job: Job) -> type[Job]:

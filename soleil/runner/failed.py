@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from soleil.runner import queries
 from soleil.runner.chunks import DEFAULT_CHUNK_SIZE, Progress, check_chunk_size, run_chunks
 from soleil.runner.errors import ConfigurationError, FailedJobNotFound
-from soleil.runner.names import validate_queue
+from soleil.runner.names import validate_queue_filter
 
 if TYPE_CHECKING:
     from soleil.runner.runner import Runner
@@ -80,14 +80,14 @@ def list_failed(
     runner: Runner, *, queue: str | None = None, limit: int = DEFAULT_LIST_LIMIT
 ) -> list[FailedJobSummary]:
     """The newest failed jobs first."""
-    params = {"queue": validate_queue(queue) if queue else None, "limit": limit}
+    params = {"queue": validate_queue_filter(queue), "limit": limit}
     with runner.connection() as conn:
         rows = conn.execute(queries.get("failed_list"), params).fetchall()
     return [FailedJobSummary(*row) for row in rows]
 
 
 def count(runner: Runner, *, queue: str | None = None, older_than_hours: float | None = None) -> int:
-    params = {"queue": validate_queue(queue) if queue else None, "hours": _check_hours(older_than_hours)}
+    params = {"queue": validate_queue_filter(queue), "hours": _check_hours(older_than_hours)}
     with runner.connection() as conn:
         row = conn.execute(queries.get("failed_count"), params).fetchone()
     return int(row[0]) if row else 0
@@ -145,7 +145,7 @@ def retry_all(
 
     Safe to kill at any point and to run twice at once: each chunk commits
     alone, and concurrent runs take different rows. Returns how many moved."""
-    params = {"queue": validate_queue(queue) if queue else None, "limit": check_chunk_size(chunk_size)}
+    params = {"queue": validate_queue_filter(queue), "limit": check_chunk_size(chunk_size)}
     # The statement returns (queue, moved) per queue of the chunk.
     return run_chunks(
         runner, "failed_retry_chunk", params, progress, lambda cursor: sum(int(r[1]) for r in cursor)

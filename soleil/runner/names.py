@@ -23,6 +23,12 @@ def validate_queue(name: object) -> str:
     return name
 
 
+def validate_queue_filter(name: str | None) -> str | None:
+    """A command's optional queue: None means every queue; anything else, the empty
+    string included (an unset shell variable), must be a valid name."""
+    return None if name is None else validate_queue(name)
+
+
 def validate_job_name(name: object) -> str:
     if not isinstance(name, str) or not _JOB.fullmatch(name):
         raise InvalidName(

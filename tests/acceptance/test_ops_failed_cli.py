@@ -101,6 +101,18 @@ def test_retry_all_of_a_queue_and_usage_errors(
     assert count_failed(conn) == 1
 
 
+def test_an_empty_queue_name_is_refused_not_taken_for_every_queue(
+    processes: Processes, database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    insert_failed(conn, 2, queue="mail")
+    insert_failed(conn, 1, queue="default", start=10)
+    # `--queue "$QUEUE"` with QUEUE unset must not retry every queue's failed jobs.
+    for command in (("retry", "all"), ("list",)):
+        result = processes.run("failed", *command, "--queue", "", database_url=database_url)
+        assert "invalid queue name ''" in assert_one_line_error(result), command
+    assert count_failed(conn) == 3 and count_jobs(conn) == 0
+
+
 def test_forget_flush_and_prune(
     processes: Processes, database_url: str, conn: psycopg.Connection[Any]
 ) -> None:

@@ -224,9 +224,11 @@ def test_a_payload_above_the_limit_is_refused(database_url: str, conn: psycopg.C
     assert count_jobs(conn) == 1
 
 
-def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises(InvalidName, match="invalid queue name 'no spaces'"):
-        runner.dispatch(Record(), queue="no spaces")
+@pytest.mark.parametrize("queue", ["no spaces", ""])
+def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[Any], queue: str) -> None:
+    # An empty name (an unset setting) is refused too, not taken for the class's queue.
+    with pytest.raises(InvalidName, match=f"invalid queue name {queue!r}"):
+        runner.dispatch(Record(), queue=queue)
     assert count_jobs(conn) == 0
 
 
