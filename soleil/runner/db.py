@@ -55,7 +55,33 @@ def resolve_url(url: str | None = None) -> str:
         raise ConfigurationError(
             f"invalid database URL {redact(url)!r}: {redact(first_line(exc), url)}"
         ) from None
+    if _password_needs_encoding(url):
+        # libpq would read pieces of the password as host, port or database name,
+        # and print them in its errors; nothing of the URL is echoed here.
+        raise ConfigurationError(
+            "invalid database URL: its password contains '/', '?', '#' or '@', which must be"
+            " percent-encoded (%2F, %3F, %23, %40)"
+        )
     return url
+
+
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://(?P<authority>[^/?#]*)(?P<rest>.*)", re.I | re.S)
+
+
+def _password_needs_encoding(url: str) -> bool:
+    """A URI whose userinfo holds an unencoded '@', '/', '?' or '#': its authority (up
+    to the first '/', '?' or '#') then holds two '@', or, cut short before the '@',
+    ends in a "port" that is not a number while an '@' follows."""
+    match = _URI.match(url)
+    if match is None:
+        return False
+    authority, rest = match.group("authority"), match.group("rest")
+    if authority.count("@") > 1:
+        return True
+    if "@" in authority or "@" not in rest or ":" not in authority:
+        return False
+    port = authority.rpartition(":")[2]  # "h1:5432,h2:5433" has several; "[::1]" none
+    return "]" not in port and not all(part.isdigit() for part in port.split(","))
 
 
 def describe(url: str) -> str:

@@ -55,3 +55,36 @@ def test_every_log_value_is_redacted() -> None:
     redacted = _redact_secrets(None, "warning", dict(event))
     assert SECRET not in str(redacted)
     assert redacted["job_id"] == 7 and redacted["queues"] == ["default"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cr/et99@127.0.0.1/app",
+        "postgresql://app:p@ss:w0rd@127.0.0.1/app",
+        "postgresql://app:a?b-secret@db/app",
+        "postgresql://app:a#b-secret@db/app",
+    ],
+)
+def test_a_password_that_needs_percent_encoding_is_refused_without_any_of_it(url: str) -> None:
+    # libpq would take pieces of it for the host, port or database, and print them.
+    with pytest.raises(ConfigurationError) as caught:
+        resolve_url(url)
+    message = str(caught.value)
+    assert "must be percent-encoded" in message
+    assert not any(piece in message for piece in ("s3cr", "et99", "w0rd", "secret"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:pass@db/app?application_name=a@b",
+        "postgresql://db:5432/app?user=a@b",
+        "postgresql://app:pass@db1:5432,db2:5433/app",
+        "postgresql://app:pass@[::1]:5432/app",
+        "postgresql://app:p%40ss%2Fw0rd@db/app",
+        "host=db password=a@b/c dbname=app",
+    ],
+)
+def test_urls_with_an_at_sign_elsewhere_or_an_encoded_password_are_accepted(url: str) -> None:
+    assert resolve_url(url) == url
