@@ -91,6 +91,12 @@ class Cluster:
             "-m", mode, "restart",
         )  # fmt: skip
 
+    def shut_down(self) -> None:
+        """`pg_ctl stop -m fast`, files kept: an outage that start() ends."""
+        pg_ctl = str(PG_BIN / "pg_ctl")
+        self._as_postgres(pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
+        self.running = False
+
     def stop(self) -> None:
         """Stop the server (immediately: nothing in it is worth keeping) and remove its files."""
         try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import select
+import time
 from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
 
@@ -146,10 +147,34 @@ def guard_transaction(conn: psycopg.Connection[Any], guarded: bool) -> None:
         conn.in_jobs_transaction = guarded
 
 
+REGROW_SECONDS = 1.0
+
+
+class Pool(ConnectionPool):
+    """psycopg_pool's pool, whose waiting callers ask again every second.
+
+    With the database down, the pool's attempt to add a connection gives up after
+    `reconnect_timeout` (0 here: two tries), and only a new request starts another.
+    A caller already waiting would sleep out its whole timeout (30 s) even when the
+    database came back meanwhile; asking again starts a new attempt each second.
+    """
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        total = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + total
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return super().getconn(timeout=max(0.0, min(left, REGROW_SECONDS)))
+            except PoolTimeout:
+                if left <= REGROW_SECONDS:
+                    raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
+
+
 def make_pool(url: str, *, max_size: int, name: str = "soleil") -> ConnectionPool:
     """A pool of autocommit connections; statements that must commit together use
     `with conn.transaction()`. The pool replaces broken connections by itself."""
-    return ConnectionPool(
+    return Pool(
         url,
         connection_class=PooledConnection,
         min_size=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import psycopg
 import pytest
@@ -87,3 +88,32 @@ def test_workers_survive_a_database_restart_and_pick_up_fast_again(
     assert "listener.reconnected" in logs
     assert "database.unavailable" in logs or "listener.disconnected" in logs
     assert SECRET not in logs
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(90)
+def test_a_dispatch_waiting_through_an_outage_goes_through_soon_after_the_database_is_back(
+    cluster: Cluster, chaos_runner: Runner, chaos_conn: psycopg.Connection[Any]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    chaos_runner.dispatch(Record(tag="before"))
+    chaos_conn.close()
+    cluster.shut_down()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(chaos_runner.dispatch, Record(tag="waited"))
+            wait_for(
+                lambda: chaos_runner.pool.get_stats().get("requests_waiting", 0) >= 1,
+                what="the dispatch to wait for a connection",
+            )
+            assert not waiting.done()
+            # The pool gave up adding a connection long ago; the caller must not sleep
+            # out its 30 s timeout once the database is back.
+            cluster.start()
+            job_id = waiting.result(timeout=10)
+    finally:
+        if not cluster.running:
+            cluster.start()
+    with psycopg.connect(chaos_runner.database_url, autocommit=True) as conn:
+        assert scalar(conn, "SELECT payload->>'tag' FROM soleil.jobs WHERE id = %s", (job_id,)) == "waited"
