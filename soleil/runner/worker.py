@@ -418,6 +418,12 @@ class Worker:
                 self._stop.wait(db_backoff)
                 db_backoff = min(db_backoff * 2, 5.0)
                 continue
+            except BaseException as exc:
+                # Nothing was claimed: the shutdown must not wait out its grace for these
+                # slots. The error ends the worker (the caller prints it; systemd restarts).
+                self._return_slots(free)
+                self.request_stop(f"claim failed: {db.first_line(exc)}")
+                raise
             self._return_slots(free - len(jobs))
             if len(jobs) == free:
                 continue  # there may be more: claim again as soon as a slot frees

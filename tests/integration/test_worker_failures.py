@@ -214,3 +214,17 @@ def test_an_exception_message_with_a_nul_character_still_reaches_failed_jobs(
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
     assert failed_row(conn, job_id)["exception"].startswith("PermanentFailure: bad byte \\x00 in the input")
+
+
+def test_a_claim_that_fails_on_a_bad_row_ends_the_worker_at_once_and_loses_nothing(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # A row edited by hand so that the claim's attempts + 1 overflows: not a
+    # connection problem to wait out, so the worker stops and says why.
+    job_id = runner.dispatch(Record(tag="poisoned"))
+    conn.execute("UPDATE soleil.jobs SET attempts = 2147483647 WHERE id = %s", (job_id,))
+    worker = start_worker(stop_grace=60.0)
+    assert worker.join(10), "the worker waited for slots no job held"
+    assert worker.stop_reason.startswith("claim failed: integer out of range"), worker.stop_reason
+    assert scalar(conn, "SELECT reserved_by IS NULL FROM soleil.jobs WHERE id = %s", (job_id,))
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregistered"
