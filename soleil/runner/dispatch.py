@@ -37,6 +37,21 @@ class Row:
     max_attempts: int | None
 
 
+MAX_DELAY_SECONDS = 100 * 366 * 24 * 3600.0
+_INT4 = range(-(2**31), 2**31)
+
+
+def timing(priority: int, delay: float | None) -> float:
+    """The delay in seconds, after checking both against what the jobs table holds:
+    refused here with the value named, rather than by PostgreSQL mid-dispatch."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _INT4:
+        raise ValueError(f"invalid priority {priority!r}: use an integer from -2**31 to 2**31 - 1")
+    seconds = float(delay or 0.0)
+    if not 0.0 <= seconds <= MAX_DELAY_SECONDS:  # NaN fails both
+        raise ValueError(f"invalid delay {delay!r}: use 0 to {MAX_DELAY_SECONDS:.0f} seconds")
+    return seconds
+
+
 def to_row(job: Job, max_payload_bytes: int, queue: str | None = None) -> Row:
     cls = _job_class(job)
     name = validate_queue(cls.queue if queue is None else queue)  # "" is refused, not the default

@@ -47,7 +47,7 @@ class WorkerOptions:
 
     def validated(self) -> WorkerOptions:
         checks: dict[str, bool] = {
-            "concurrency": _integer(self.concurrency, 1),
+            "concurrency": _integer(self.concurrency, 1, MAX_CONCURRENCY),
             "sleep": _positive(self.sleep),
             "tries": _integer(self.tries, 1),
             "timeout": _positive(self.timeout),
@@ -56,11 +56,11 @@ class WorkerOptions:
             "memory_mb": self.memory_mb is None or _integer(self.memory_mb, 1),
             "stop_when_empty": isinstance(self.stop_when_empty, bool),
             "heartbeat_interval": _positive(self.heartbeat_interval),
-            "timeout_grace": _number(self.timeout_grace) and self.timeout_grace >= 0,
-            "stop_grace": _number(self.stop_grace) and self.stop_grace >= 0,
+            "timeout_grace": _seconds(self.timeout_grace),
+            "stop_grace": _seconds(self.stop_grace),
             "completion_interval": _positive(self.completion_interval),
-            "completion_batch": _integer(self.completion_batch, 1),
-            "prefetch": _integer(self.prefetch, 0),
+            "completion_batch": _integer(self.completion_batch, 1, MAX_BATCH),
+            "prefetch": _integer(self.prefetch, 0, MAX_BATCH),
             "transaction_group": _integer(self.transaction_group, 1)
             and self.transaction_group <= MAX_TRANSACTION_GROUP,
         }
@@ -80,14 +80,23 @@ class WorkerOptions:
         return 2 * self.heartbeat_interval
 
 
+# Upper bounds that keep values where threads, PostgreSQL's integers and intervals,
+# and Python's waits can follow: past them a worker failed later, less clearly.
+MAX_CONCURRENCY = 1_000  # an executor thread and a pooled connection each
+MAX_BATCH = 100_000
+INT4_MAX = 2**31 - 1
+MAX_SECONDS = 366 * 24 * 3600.0
+
+
 # bool is an int to Python; True as a concurrency or a timeout is a mistake, not 1.
-def _integer(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _integer(value: object, minimum: int, maximum: int = INT4_MAX) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+def _seconds(value: object) -> bool:
+    """A duration from 0 to a year (NaN and infinity are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS
 
 
 def _positive(value: object) -> bool:
-    return _number(value) and value > 0  # type: ignore[operator]
+    return _seconds(value) and value > 0  # type: ignore[operator]

@@ -144,7 +144,7 @@ class Runner:
         Higher `priority` runs first; `delay` (seconds) or `available_at` hold it back.
         """
         row = dispatch.to_row(job, self.max_payload_bytes, queue)
-        seconds = float(delay or 0.0)
+        seconds = dispatch.timing(priority, delay)
         if connection is not None:
             return dispatch.insert_one(
                 connection, row, priority, seconds, available_at, unique_key, own_transaction=False
@@ -177,7 +177,7 @@ class Runner:
     ) -> list[int]:
         """Enqueue many jobs with one COPY; returns their ids in order. All or none are written."""
         batch = list(jobs)
-        limit, seconds = self.max_payload_bytes, float(delay or 0.0)
+        limit, seconds = self.max_payload_bytes, dispatch.timing(priority, delay)
         if connection is not None:
             return dispatch.insert_many(connection, batch, limit, priority, seconds, available_at)
         with self.connection() as conn:

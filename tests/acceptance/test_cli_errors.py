@@ -93,6 +93,11 @@ def test_bad_queue_name_is_a_usage_error(processes: Processes, database_url: str
         (["work", "default", "--concurrency", "0"], "Invalid value for '--concurrency'"),
         (["work", "default", "--backoff", "soon"], "Invalid value for '--backoff'"),
         (["--log-format", "xml", "work", "default"], "Invalid value for '--log-format'"),
+        # Past what a worker can follow: refused before it starts, not by a traceback later.
+        (["work", "default", "--concurrency", "100000"], "error: invalid worker option concurrency=100000"),
+        (["work", "default", "--heartbeat", "inf"], "error: invalid worker option heartbeat_interval=inf"),
+        (["status", "--watch", "--interval", "1e300"], "Invalid value for '--interval'"),
+        (["dispatch", "tests.record", "--priority", str(2**40)], "Invalid value for '--priority'"),
     ],
 )
 def test_bad_work_options_are_usage_errors(processes: Processes, args: list[str], expected: str) -> None:

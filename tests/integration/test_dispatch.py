@@ -3,6 +3,7 @@ delays, and every way a dispatch is refused without writing anything."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -229,6 +230,27 @@ def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[An
     # An empty name (an unset setting) is refused too, not taken for the class's queue.
     with pytest.raises(InvalidName, match=f"invalid queue name {queue!r}"):
         runner.dispatch(Record(), queue=queue)
+    assert count_jobs(conn) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": 2**40}, "invalid priority 1099511627776"),
+        ({"priority": True}, "invalid priority True"),
+        ({"delay": -100}, "invalid delay -100"),
+        ({"delay": float("nan")}, "invalid delay nan"),
+        ({"delay": 1e300}, "invalid delay 1e+300"),
+    ],
+)
+def test_a_priority_or_delay_the_table_cannot_hold_is_refused_by_name(
+    runner: Runner, conn: psycopg.Connection[Any], options: dict[str, Any], message: str
+) -> None:
+    # A negative delay would also put the job ahead of older jobs of its priority.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        runner.dispatch(Record(), **options)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        runner.dispatch_many([Record()], **options)
     assert count_jobs(conn) == 0
 
 

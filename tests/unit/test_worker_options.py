@@ -43,6 +43,14 @@ def test_defaults_are_valid_and_follow_laravel() -> None:
         ("sleep", "3"),
         ("heartbeat_interval", float("nan")),
         ("stop_when_empty", 1),
+        # Past these a worker failed later and less clearly: no thread for each executor,
+        # an interval PostgreSQL cannot hold, a wait Python refuses.
+        ("concurrency", 100_000),
+        ("prefetch", 10**11),
+        ("heartbeat_interval", float("inf")),
+        ("stop_grace", float("nan")),
+        ("timeout", 1e12),
+        ("completion_batch", 10**6),
     ],
 )
 def test_each_bad_option_is_named(field: str, value: Any) -> None:

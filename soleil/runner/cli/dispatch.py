@@ -6,6 +6,7 @@ import click
 import psycopg
 
 from soleil.runner.cli.common import Context, import_app, pass_context
+from soleil.runner.dispatch import MAX_DELAY_SECONDS
 from soleil.runner.errors import SchemaNotReady
 from soleil.runner.job import REGISTRY, load_payload
 from soleil.runner.names import validate_queue
@@ -24,8 +25,16 @@ def _queue(_: click.Context, __: click.Parameter, value: str | None) -> str | No
 @click.argument("name")
 @click.option("--payload", default="{}", show_default=True, metavar="JSON", help="The job's fields.")
 @click.option("--queue", callback=_queue, help="Queue to use instead of the job class's own.")
-@click.option("--delay", type=click.FloatRange(min=0), help="Seconds before the job may run.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option(
+    "--delay", type=click.FloatRange(min=0, max=MAX_DELAY_SECONDS), help="Seconds before the job may run."
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(-(2**31), 2**31 - 1),
+    default=0,
+    show_default=True,
+    help="Higher runs first.",
+)
 @click.option("--unique-key", help="Enqueue nothing while a job with this key is queued or running.")
 @click.option("--app", envvar="SOLEIL_APP", help="Module(s) defining the job classes [env: SOLEIL_APP].")
 @pass_context

@@ -52,7 +52,7 @@ def render(snapshot: queue_status.Status) -> str:
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.1, max=3600),
     default=2.0,
     show_default=True,
     help="Seconds between refreshes.",
