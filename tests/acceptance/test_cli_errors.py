@@ -41,6 +41,14 @@ def test_bad_or_unreachable_database(
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(processes: Processes) -> None:
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/x"
+    result = processes.run("--debug", "status", database_url=url)
+    assert result.returncode == 2, result.stderr  # 1 means "not found" to scripts
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: cannot reach the database")
+
+
 @pytest.mark.parametrize(
     "where",
     [["--database-url", "{url}", "migrate"], ["migrate", "--database-url", "{url}"]],

@@ -8,6 +8,7 @@ clear line on stderr: exit 2 for configuration and database problems, 1 for
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any, get_args
 
 import click
@@ -114,18 +115,22 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except SoleilError as exc:
-        if "--debug" in (argv if argv is not None else sys.argv):
-            raise
+        _traceback_if_debugging(argv)
         click.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(exit_code_for(exc))
     except psycopg.Error as exc:  # a database error no command turned into a SoleilError
-        if "--debug" in (argv if argv is not None else sys.argv):
-            raise
+        _traceback_if_debugging(argv)
         click.echo(f"error: database error: {redact(first_line(exc))}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _traceback_if_debugging(argv: list[str] | None) -> None:
+    """--debug prints the traceback too; the exit code stays the one the docs give."""
+    if "--debug" in (argv if argv is not None else sys.argv):
+        traceback.print_exc()
 
 
 def exit_code_for(exc: SoleilError) -> int:
