@@ -60,12 +60,21 @@ def current_version(conn: psycopg.Connection[Any]) -> int | None:
     return None if row is None else row[0]
 
 
+NO_SCHEMA = "the database has no Soleil schema: run `soleil-runner migrate`"
+# What a statement of Soleil's meets in a database never migrated.
+SCHEMA_MISSING_ERRORS = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedFunction,
+)
+
+
 def check_schema(conn: psycopg.Connection[Any]) -> int:
     """The schema version, or SchemaNotReady when it is missing or behind this code."""
     version = current_version(conn)
     latest = latest_version()
     if version is None:
-        raise SchemaNotReady("the database has no Soleil schema: run `soleil-runner migrate`")
+        raise SchemaNotReady(NO_SCHEMA)
     if version < latest:
         raise SchemaNotReady(
             f"the Soleil schema is at version {version}, this code needs {latest}: "

@@ -13,10 +13,11 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from soleil.runner import db, dispatch
-from soleil.runner.errors import DatabaseUnavailable
+from soleil.runner.dispatch import Row
+from soleil.runner.errors import DatabaseUnavailable, SchemaNotReady
 from soleil.runner.events import Events
 from soleil.runner.job import Job
-from soleil.runner.migrate import check_schema, migrate
+from soleil.runner.migrate import NO_SCHEMA, SCHEMA_MISSING_ERRORS, check_schema, migrate
 
 if TYPE_CHECKING:
     from soleil.runner.worker import Worker, WorkerOptions
@@ -145,10 +146,18 @@ class Runner:
         """
         row = dispatch.to_row(job, self.max_payload_bytes, queue)
         seconds = dispatch.timing(priority, delay)
-        if connection is not None:
-            return dispatch.insert_one(
-                connection, row, priority, seconds, available_at, unique_key, own_transaction=False
-            )
+        try:
+            if connection is not None:
+                return dispatch.insert_one(
+                    connection, row, priority, seconds, available_at, unique_key, own_transaction=False
+                )
+            return self._insert_alone(row, priority, seconds, available_at, unique_key)
+        except SCHEMA_MISSING_ERRORS:
+            raise SchemaNotReady(NO_SCHEMA) from None
+
+    def _insert_alone(
+        self, row: Row, priority: int, seconds: float, available_at: datetime | None, key: str | None
+    ) -> int | None:
         # getconn/putconn rather than the pool's context manager, whose commit on
         # exit does nothing on an autocommit connection but costs 50-130 µs of
         # Python after idleness, on the path an idle worker's pickup waits on.
@@ -157,7 +166,7 @@ class Runner:
             conn = pool.getconn()
             try:
                 return dispatch.insert_one(
-                    conn, row, priority, seconds, available_at, unique_key, own_transaction=True
+                    conn, row, priority, seconds, available_at, key, own_transaction=True
                 )
             finally:
                 pool.putconn(conn)
@@ -178,10 +187,13 @@ class Runner:
         """Enqueue many jobs with one COPY; returns their ids in order. All or none are written."""
         batch = list(jobs)
         limit, seconds = self.max_payload_bytes, dispatch.timing(priority, delay)
-        if connection is not None:
-            return dispatch.insert_many(connection, batch, limit, priority, seconds, available_at)
-        with self.connection() as conn:
-            return dispatch.insert_many(conn, batch, limit, priority, seconds, available_at)
+        try:
+            if connection is not None:
+                return dispatch.insert_many(connection, batch, limit, priority, seconds, available_at)
+            with self.connection() as conn:
+                return dispatch.insert_many(conn, batch, limit, priority, seconds, available_at)
+        except SCHEMA_MISSING_ERRORS:
+            raise SchemaNotReady(NO_SCHEMA) from None
 
     # -- events ------------------------------------------------------------
 

@@ -354,3 +354,13 @@ def test_concurrent_dispatches_of_one_unique_key_enqueue_it_once(
     else:
         assert second_id is not None
         assert conn.execute("SELECT payload->>'tag' FROM soleil.jobs").fetchall() == [("second",)]
+
+
+def test_dispatching_to_a_database_never_migrated_says_to_migrate(empty_database_url: str) -> None:
+    from soleil.runner import SchemaNotReady
+
+    with Runner(empty_database_url) as bare:
+        with pytest.raises(SchemaNotReady, match="run `soleil-runner migrate`"):
+            bare.dispatch(Record())
+        with pytest.raises(SchemaNotReady, match="run `soleil-runner migrate`"):
+            bare.dispatch_many([Record(), Record()])

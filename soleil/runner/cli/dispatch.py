@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import click
-import psycopg
 
 from soleil.runner.cli.common import Context, import_app, pass_context
 from soleil.runner.dispatch import MAX_DELAY_SECONDS
-from soleil.runner.errors import SchemaNotReady
 from soleil.runner.job import REGISTRY, load_payload
 from soleil.runner.names import validate_queue
 
@@ -57,12 +55,7 @@ def dispatch(
     """
     import_app(app)
     job = load_payload(REGISTRY.lookup(name), payload)
-    try:
-        job_id = ctx.runner().dispatch(
-            job, delay=delay, priority=priority, unique_key=unique_key, queue=queue
-        )
-    except psycopg.errors.UndefinedTable:
-        raise SchemaNotReady("the database has no Soleil schema: run `soleil-runner migrate`") from None
+    job_id = ctx.runner().dispatch(job, delay=delay, priority=priority, unique_key=unique_key, queue=queue)
     if job_id is None:
         click.echo(f"not dispatched: unique key {unique_key!r} is taken by a queued or running job", err=True)
     else:
