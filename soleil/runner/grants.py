@@ -31,6 +31,10 @@ class RoleNames:
 
     @classmethod
     def with_prefix(cls, prefix: str) -> RoleNames:
+        if not prefix:
+            # Roles named plain "worker" or "operator" may well exist for other uses,
+            # and would be granted Soleil's privileges without a word.
+            raise InvalidName("invalid role prefix '': give one, such as the default 'soleil_'")
         names = cls(f"{prefix}dispatcher", f"{prefix}worker", f"{prefix}operator")
         for name in astuple(names):
             if not (0 < len(name) <= _MAX_ROLE_NAME and name.replace("_", "a").isalnum() and name.isascii()):

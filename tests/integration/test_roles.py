@@ -184,3 +184,10 @@ def test_grant_is_idempotent_and_the_command_reports_it(
     bad = processes.run("grant", "--prefix", 'x"; DROP ROLE postgres; --', database_url=database_url)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: invalid role name")
+    generic = "SELECT count(*) FROM pg_roles WHERE rolname IN ('dispatcher', 'worker', 'operator')"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        before = scalar(admin, generic)
+        empty = processes.run("grant", "--prefix", "", database_url=database_url)
+        assert empty.returncode == 2
+        assert empty.stderr.startswith("error: invalid role prefix ''")
+        assert scalar(admin, generic) == before, "no role named without a prefix"
