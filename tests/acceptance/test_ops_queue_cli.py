@@ -160,7 +160,7 @@ def test_monitor_exits_1_and_logs_queue_busy_above_max(processes: Processes, run
     )
     assert as_json == [{"queue": "default", "ready": 3, "max": 2, "busy": True}]
 
-    for bad in ("default", "default:many", "bad queue:1"):
+    for bad in ("default", "default:many", "bad queue:1", "mail:10,mail:0"):
         result = processes.run("monitor", bad, database_url=runner.database_url)
         assert result.returncode == 2 and "Invalid value" in result.stderr
 
