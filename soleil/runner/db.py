@@ -60,29 +60,23 @@ def resolve_url(url: str | None = None) -> str:
         # libpq would read pieces of the password as host, port or database name,
         # and print them in its errors; nothing of the URL is echoed here.
         raise ConfigurationError(
-            "invalid database URL: its password contains '/', '?', '#' or '@', which must be"
-            " percent-encoded (%2F, %3F, %23, %40)"
+            "invalid database URL: its user, password or database name holds a '/' or '@',"
+            " which must be percent-encoded (%2F, %40)"
         )
     return url
 
 
-_URI = re.compile(r"[a-z][a-z0-9+.-]*://(?P<authority>[^/?#]*)(?P<rest>.*)", re.I | re.S)
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://(?P<head>[^/]*)(?P<path>[^?]*)", re.I | re.S)
 
 
 def _password_needs_encoding(url: str) -> bool:
-    """A URI whose userinfo holds an unencoded '@', '/', '?' or '#': its authority (up
-    to the first '/', '?' or '#') then holds two '@', or, cut short before the '@',
-    ends in a "port" that is not a number while an '@' follows."""
+    """libpq ends a URI's user and password at the first '@' before the first '/':
+    a second '@' there, or an '@' in the path, means a user or password holding an
+    unencoded '@' or '/', whose pieces libpq would take for host, port or database."""
     match = _URI.match(url)
     if match is None:
         return False
-    authority, rest = match.group("authority"), match.group("rest")
-    if authority.count("@") > 1:
-        return True
-    if "@" in authority or "@" not in rest or ":" not in authority:
-        return False
-    port = authority.rpartition(":")[2]  # "h1:5432,h2:5433" has several; "[::1]" none
-    return "]" not in port and not all(part.isdigit() for part in port.split(","))
+    return match.group("head").count("@") > 1 or "@" in match.group("path")
 
 
 def describe(url: str) -> str:
@@ -151,12 +145,14 @@ REGROW_SECONDS = 1.0
 
 
 class Pool(ConnectionPool):
-    """psycopg_pool's pool, whose waiting callers ask again every second.
+    """psycopg_pool's pool, whose waiting callers ask again every second while it
+    has room for more connections.
 
     With the database down, the pool's attempt to add a connection gives up after
     `reconnect_timeout` (0 here: two tries), and only a new request starts another.
     A caller already waiting would sleep out its whole timeout (30 s) even when the
     database came back meanwhile; asking again starts a new attempt each second.
+    A full pool is only busy: its callers wait in one go, keeping their turn.
     """
 
     def getconn(self, timeout: float | None = None) -> Any:
@@ -164,10 +160,11 @@ class Pool(ConnectionPool):
         deadline = time.monotonic() + total
         while True:
             left = deadline - time.monotonic()
+            room = left > REGROW_SECONDS and self.get_stats()["pool_size"] < self.max_size
             try:
-                return super().getconn(timeout=max(0.0, min(left, REGROW_SECONDS)))
+                return super().getconn(timeout=max(0.0, min(left, REGROW_SECONDS) if room else left))
             except PoolTimeout:
-                if left <= REGROW_SECONDS:
+                if not room:
                     raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
 
 

@@ -16,7 +16,7 @@ import psycopg
 from pydantic_core import PydanticSerializationError
 
 from soleil.runner import prepared, queries
-from soleil.runner.errors import InvalidPayload, PayloadTooLarge
+from soleil.runner.errors import InvalidPayload, InvalidSchedule, PayloadTooLarge
 from soleil.runner.job import Job
 from soleil.runner.names import validate_queue
 
@@ -45,10 +45,13 @@ def timing(priority: int, delay: float | None) -> float:
     """The delay in seconds, after checking both against what the jobs table holds:
     refused here with the value named, rather than by PostgreSQL mid-dispatch."""
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _INT4:
-        raise ValueError(f"invalid priority {priority!r}: use an integer from -2**31 to 2**31 - 1")
+        raise InvalidSchedule(f"invalid priority {priority!r}: use an integer from -2**31 to 2**31 - 1")
+    bad_delay = InvalidSchedule(f"invalid delay {delay!r}: use 0 to {MAX_DELAY_SECONDS:.0f} seconds")
+    if isinstance(delay, bool) or not isinstance(delay, int | float | None):
+        raise bad_delay
     seconds = float(delay or 0.0)
     if not 0.0 <= seconds <= MAX_DELAY_SECONDS:  # NaN fails both
-        raise ValueError(f"invalid delay {delay!r}: use 0 to {MAX_DELAY_SECONDS:.0f} seconds")
+        raise bad_delay
     return seconds
 
 

@@ -53,6 +53,10 @@ class UnknownJob(SoleilError, LookupError):
         )
 
 
+class InvalidSchedule(SoleilError, ValueError):
+    """A dispatch's priority or delay is outside what the jobs table holds."""
+
+
 class InvalidPayload(SoleilError, ValueError):
     """A job's payload does not validate against its class."""
 

@@ -494,9 +494,12 @@ class Worker:
         sent = time.time()
         try:
             due, db_now = claiming.next_due_epoch(conn, queues)
-        except (psycopg.OperationalError, OSError) as exc:
-            # The claimed jobs are already with the executors: keep them, poll instead.
-            log.warning("database.unavailable", during="next_due", error=str(exc).strip())
+        except (psycopg.Error, OSError) as exc:
+            # The claimed jobs are already with the executors: keep them, poll instead
+            # (an error here must not reach the main loop, which would give back their slots).
+            unavailable = isinstance(exc, psycopg.OperationalError | OSError)
+            event = "database.unavailable" if unavailable else "worker.next_due_failed"
+            log.warning(event, during="next_due", error=str(exc).strip())
             return
         self.wakeup.learn_next_due(due, db_now, sent)
 

@@ -102,9 +102,11 @@ def test_bad_queue_name_is_a_usage_error(processes: Processes, database_url: str
         (["work", "default", "--backoff", "soon"], "Invalid value for '--backoff'"),
         (["--log-format", "xml", "work", "default"], "Invalid value for '--log-format'"),
         # Past what a worker can follow: refused before it starts, not by a traceback later.
-        (["work", "default", "--concurrency", "100000"], "error: invalid worker option concurrency=100000"),
-        (["work", "default", "--heartbeat", "inf"], "error: invalid worker option heartbeat_interval=inf"),
+        (["work", "default", "--concurrency", "100000"], "Invalid value for '--concurrency'"),
+        (["work", "default", "--heartbeat", "inf"], "Invalid value for '--heartbeat'"),
+        (["work", "default", "--sleep", "nan"], "'nan' is not a number of seconds"),
         (["status", "--watch", "--interval", "1e300"], "Invalid value for '--interval'"),
+        (["dispatch", "tests.record", "--delay", "nan"], "'nan' is not a number of seconds"),
         (["dispatch", "tests.record", "--priority", str(2**40)], "Invalid value for '--priority'"),
     ],
 )

@@ -11,7 +11,7 @@ import psycopg
 import pydantic
 import pytest
 
-from soleil.runner import InvalidName, InvalidPayload, PayloadTooLarge, Runner
+from soleil.runner import InvalidName, InvalidPayload, InvalidSchedule, PayloadTooLarge, Runner
 from tests.apps.basic import Record, Sleep
 from tests.apps.lifecycle import Versioned
 from tests.helpers import count_jobs, scalar, wait_for
@@ -241,15 +241,16 @@ def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[An
         ({"delay": -100}, "invalid delay -100"),
         ({"delay": float("nan")}, "invalid delay nan"),
         ({"delay": 1e300}, "invalid delay 1e+300"),
+        ({"delay": True}, "invalid delay True"),
     ],
 )
 def test_a_priority_or_delay_the_table_cannot_hold_is_refused_by_name(
     runner: Runner, conn: psycopg.Connection[Any], options: dict[str, Any], message: str
 ) -> None:
     # A negative delay would also put the job ahead of older jobs of its priority.
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(InvalidSchedule, match=re.escape(message)):
         runner.dispatch(Record(), **options)
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(InvalidSchedule, match=re.escape(message)):
         runner.dispatch_many([Record()], **options)
     assert count_jobs(conn) == 0
 

@@ -6,11 +6,29 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 
 from soleil.runner.errors import ConfigurationError
+from soleil.runner.options import MAX_SECONDS
 from soleil.runner.runner import Runner
+
+
+class Seconds(click.FloatRange):
+    """A duration from `min` to `max` seconds (a year unless told); click's own
+    range lets NaN through, which every comparison then passes."""
+
+    name = "seconds"
+
+    def __init__(self, min: float = 0.0, max: float = MAX_SECONDS) -> None:
+        super().__init__(min=min, max=max)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from soleil.runner.cli.common import Context, import_app, pass_context
+from soleil.runner.cli.common import Context, Seconds, import_app, pass_context
 from soleil.runner.dispatch import MAX_DELAY_SECONDS
 from soleil.runner.job import REGISTRY, load_payload
 from soleil.runner.names import validate_queue
@@ -23,9 +23,7 @@ def _queue(_: click.Context, __: click.Parameter, value: str | None) -> str | No
 @click.argument("name")
 @click.option("--payload", default="{}", show_default=True, metavar="JSON", help="The job's fields.")
 @click.option("--queue", callback=_queue, help="Queue to use instead of the job class's own.")
-@click.option(
-    "--delay", type=click.FloatRange(min=0, max=MAX_DELAY_SECONDS), help="Seconds before the job may run."
-)
+@click.option("--delay", type=Seconds(max=MAX_DELAY_SECONDS), help="Seconds before the job may run.")
 @click.option(
     "--priority",
     type=click.IntRange(-(2**31), 2**31 - 1),

@@ -8,7 +8,7 @@ import time
 import click
 
 from soleil.runner import status as queue_status
-from soleil.runner.cli.common import Context, pass_context
+from soleil.runner.cli.common import Context, Seconds, pass_context
 from soleil.runner.cli.output import echo_json, seconds, table
 
 
@@ -52,7 +52,7 @@ def render(snapshot: queue_status.Status) -> str:
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1, max=3600),
+    type=Seconds(min=0.1, max=3600),
     default=2.0,
     show_default=True,
     help="Seconds between refreshes.",

@@ -9,8 +9,9 @@ from types import FrameType
 import click
 
 from soleil.runner import backoff as backoff_rules
-from soleil.runner.cli.common import Context, import_app, pass_context
+from soleil.runner.cli.common import Context, Seconds, import_app, pass_context
 from soleil.runner.names import parse_queue_list
+from soleil.runner.options import MAX_BATCH, MAX_CONCURRENCY
 from soleil.runner.sdnotify import Notifier
 from soleil.runner.worker import Worker, WorkerOptions
 
@@ -35,11 +36,15 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
 @click.argument("queues", callback=_queues, metavar="QUEUE[,QUEUE...]")
 @click.option("--app", envvar="SOLEIL_APP", help="Module(s) defining the job classes [env: SOLEIL_APP].")
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once."
+    "--concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    default=1,
+    show_default=True,
+    help="Jobs run at once.",
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_BATCH),
     default=0,
     show_default=True,
     help="Jobs claimed ahead of free executors: fewer, larger claims. Unstarted ones go back on "
@@ -55,7 +60,7 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
 )
 @click.option(
     "--sleep",
-    type=click.FloatRange(min=0.01),
+    type=Seconds(min=0.01),
     default=3.0,
     show_default=True,
     help="Seconds between polls when no notification arrives.",
@@ -70,13 +75,13 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
 @click.option("--backoff", callback=_backoff, help="Seconds, a list such as 1,5,10, or 'exponential'.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.001),
+    type=Seconds(min=0.001),
     default=60.0,
     show_default=True,
     help="Seconds an attempt may run, for jobs that do not set `timeout`.",
 )
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit 0 after this many jobs.")
-@click.option("--max-time", type=click.FloatRange(min=0.001), help="Exit 0 after this many seconds.")
+@click.option("--max-time", type=Seconds(min=0.001), help="Exit 0 after this many seconds.")
 @click.option(
     "--memory", "memory_mb", type=click.IntRange(min=1), help="Exit 12 above this many MB of memory."
 )
@@ -84,21 +89,21 @@ def _backoff(_: click.Context, __: click.Parameter, value: str | None) -> backof
 @click.option(
     "--heartbeat",
     "heartbeat_interval",
-    type=click.FloatRange(min=0.05),
+    type=Seconds(min=0.05),
     default=10.0,
     show_default=True,
     help="Seconds between heartbeats; jobs of a silent worker return after two.",
 )
 @click.option(
     "--stop-grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=60.0,
     show_default=True,
     help="Seconds running jobs may take to finish after SIGTERM.",
 )
 @click.option(
     "--timeout-grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=5.0,
     show_default=True,
     help="Seconds a job may take to stop after its timeout before its thread is abandoned.",
