@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
-import time
+import threading
 from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed
 
 from soleil.runner.errors import ConfigurationError, DatabaseUnavailable
 
@@ -50,12 +51,6 @@ def resolve_url(url: str | None = None) -> str:
             f"no database: pass --database-url or set {ENV_DATABASE_URL} "
             "(e.g. postgresql://user@localhost/app)"
         )
-    try:
-        pg_conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(
-            f"invalid database URL {redact(url)!r}: {redact(first_line(exc), url)}"
-        ) from None
     if _password_needs_encoding(url):
         # libpq would read pieces of the password as host, port or database name,
         # and print them in its errors; nothing of the URL is echoed here.
@@ -63,20 +58,31 @@ def resolve_url(url: str | None = None) -> str:
             "invalid database URL: its user, password or database name holds a '/' or '@',"
             " which must be percent-encoded (%2F, %40)"
         )
+    try:
+        pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        if "://" in url and "@" in url.partition("://")[2].partition("/")[2]:
+            # An '@' past the first '/' that libpq could not parse: a password holding
+            # '/' and then '?', whose pieces libpq's message would quote.
+            raise ConfigurationError(
+                "invalid database URL: if its password holds '/', '?', '#' or '@',"
+                " percent-encode them (%2F, %3F, %23, %40)"
+            ) from None
+        raise ConfigurationError(
+            f"invalid database URL {redact(url)!r}: {redact(first_line(exc), url)}"
+        ) from None
     return url
 
 
-_URI = re.compile(r"[a-z][a-z0-9+.-]*://(?P<head>[^/]*)(?P<path>[^?]*)", re.I | re.S)
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<net>[^/?]*)(?P<path>/[^?]*)?", re.I | re.S)
 
 
 def _password_needs_encoding(url: str) -> bool:
     """libpq ends a URI's user and password at the first '@' before the first '/':
-    a second '@' there, or an '@' in the path, means a user or password holding an
+    an '@' after it in the hosts or the path means a user or password holding an
     unencoded '@' or '/', whose pieces libpq would take for host, port or database."""
     match = _URI.match(url)
-    if match is None:
-        return False
-    return match.group("head").count("@") > 1 or "@" in match.group("path")
+    return match is not None and "@" in (match.group("net") or "") + (match.group("path") or "")
 
 
 def describe(url: str) -> str:
@@ -145,27 +151,27 @@ REGROW_SECONDS = 1.0
 
 
 class Pool(ConnectionPool):
-    """psycopg_pool's pool, whose waiting callers ask again every second while it
-    has room for more connections.
+    """psycopg_pool's pool, trying again while callers wait for a connection.
 
     With the database down, the pool's attempt to add a connection gives up after
     `reconnect_timeout` (0 here: two tries), and only a new request starts another.
     A caller already waiting would sleep out its whole timeout (30 s) even when the
-    database came back meanwhile; asking again starts a new attempt each second.
-    A full pool is only busy: its callers wait in one go, keeping their turn.
+    database came back meanwhile: a failed attempt with callers waiting schedules
+    the next one a second later.
     """
 
-    def getconn(self, timeout: float | None = None) -> Any:
-        total = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + total
-        while True:
-            left = deadline - time.monotonic()
-            room = left > REGROW_SECONDS and self.get_stats()["pool_size"] < self.max_size
-            try:
-                return super().getconn(timeout=max(0.0, min(left, REGROW_SECONDS) if room else left))
-            except PoolTimeout:
-                if not room:
-                    raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
+    def reconnect_failed(self) -> None:
+        super().reconnect_failed()
+        if self.get_stats().get("requests_waiting", 0):
+            retry = threading.Timer(REGROW_SECONDS, self._grow_for_waiters)
+            retry.daemon = True
+            retry.start()
+
+    def _grow_for_waiters(self) -> None:
+        # check() starts adding a connection when the pool has room and is not already.
+        with contextlib.suppress(PoolClosed):
+            if not self.closed:
+                self.check()
 
 
 def make_pool(url: str, *, max_size: int, name: str = "soleil") -> ConnectionPool:

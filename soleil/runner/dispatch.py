@@ -6,6 +6,8 @@ or rolls back with the caller's own writes.
 
 from __future__ import annotations
 
+import decimal
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ def timing(priority: int, delay: float | None) -> float:
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _INT4:
         raise InvalidSchedule(f"invalid priority {priority!r}: use an integer from -2**31 to 2**31 - 1")
     bad_delay = InvalidSchedule(f"invalid delay {delay!r}: use 0 to {MAX_DELAY_SECONDS:.0f} seconds")
-    if isinstance(delay, bool) or not isinstance(delay, int | float | None):
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Real | decimal.Decimal | None):
         raise bad_delay
     seconds = float(delay or 0.0)
     if not 0.0 <= seconds <= MAX_DELAY_SECONDS:  # NaN fails both

@@ -365,3 +365,13 @@ def test_dispatching_to_a_database_never_migrated_says_to_migrate(empty_database
             bare.dispatch(Record())
         with pytest.raises(SchemaNotReady, match="run `soleil-runner migrate`"):
             bare.dispatch_many([Record(), Record()])
+
+
+def test_a_delay_may_be_any_real_number_type(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    # psycopg reads `extract(epoch ...)` as a Decimal: such a value must still do as a delay.
+    for delay in (Decimal("0"), Fraction(0), 0, 0.0, None):
+        assert runner.dispatch(Record(tag=str(delay)), delay=delay) is not None  # type: ignore[arg-type]
+    assert count_jobs(conn) == 5

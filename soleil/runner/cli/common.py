@@ -19,7 +19,7 @@ class Seconds(click.FloatRange):
     """A duration from `min` to `max` seconds (a year unless told); click's own
     range lets NaN through, which every comparison then passes."""
 
-    name = "seconds"
+    name = "duration"
 
     def __init__(self, min: float = 0.0, max: float = MAX_SECONDS) -> None:
         super().__init__(min=min, max=max)
