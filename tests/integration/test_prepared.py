@@ -139,8 +139,11 @@ def test_inside_a_transaction_an_unprepared_statement_is_an_error_not_a_retry(
 def test_a_value_out_of_range_raises_psycopgs_error_and_writes_nothing(
     runner: Runner, conn: psycopg.Connection[Any]
 ) -> None:
-    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
-        runner.dispatch(Record(tag="x"), priority=2**40)
+    # Runner.dispatch refuses such a priority before any SQL (InvalidSchedule); the
+    # prepared statement itself must still report PostgreSQL's error as psycopg does.
+    row = dispatch.to_row(Record(tag="x"), dispatch.DEFAULT_MAX_PAYLOAD_BYTES)
+    with runner.connection() as pooled, pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        dispatch.insert_one(pooled, row, 2**40, 0.0, None, None, own_transaction=True)
     assert conn.execute("SELECT count(*) FROM soleil.jobs").fetchone() == (0,)
 
 
