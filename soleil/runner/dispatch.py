@@ -40,13 +40,13 @@ class Row:
 
 
 MAX_DELAY_SECONDS = 100 * 366 * 24 * 3600.0
-_INT4 = range(-(2**31), 2**31)
+PRIORITIES = range(-(2**31), 2**31)  # the jobs table's integer
 
 
 def timing(priority: int, delay: float | None) -> float:
     """The delay in seconds, after checking both against what the jobs table holds:
     refused here with the value named, rather than by PostgreSQL mid-dispatch."""
-    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _INT4:
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
         raise InvalidSchedule(f"invalid priority {priority!r}: use an integer from -2**31 to 2**31 - 1")
     bad_delay = InvalidSchedule(f"invalid delay {delay!r}: use 0 to {MAX_DELAY_SECONDS:.0f} seconds")
     if isinstance(delay, bool) or not isinstance(delay, numbers.Real | decimal.Decimal | None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from soleil.runner.cli.common import Context, Seconds, import_app, pass_context
-from soleil.runner.dispatch import MAX_DELAY_SECONDS
+from soleil.runner.dispatch import MAX_DELAY_SECONDS, PRIORITIES
 from soleil.runner.job import REGISTRY, load_payload
 from soleil.runner.names import validate_queue
 
@@ -26,7 +26,7 @@ def _queue(_: click.Context, __: click.Parameter, value: str | None) -> str | No
 @click.option("--delay", type=Seconds(max=MAX_DELAY_SECONDS), help="Seconds before the job may run.")
 @click.option(
     "--priority",
-    type=click.IntRange(-(2**31), 2**31 - 1),
+    type=click.IntRange(PRIORITIES.start, PRIORITIES.stop - 1),
     default=0,
     show_default=True,
     help="Higher runs first.",

@@ -92,7 +92,8 @@ def _limits(_: click.Context, __: click.Parameter, value: str) -> dict[str, int]
                 raise ValueError(f"{part.strip()!r} is not QUEUE:MAX")
             if not limit.isdigit():
                 raise ValueError(f"invalid MAX {limit!r} in {part.strip()!r}: use a whole number")
-            if validate_queue(name) in limits:
+            name = validate_queue(name)
+            if name in limits:
                 raise ValueError(f"queue {name!r} is given twice")
             limits[name] = int(limit)
         except ValueError as exc:
