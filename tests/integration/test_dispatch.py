@@ -242,6 +242,8 @@ def test_a_bad_queue_name_is_refused(runner: Runner, conn: psycopg.Connection[An
         ({"delay": float("nan")}, "invalid delay nan"),
         ({"delay": 1e300}, "invalid delay 1e+300"),
         ({"delay": True}, "invalid delay True"),
+        ({"delay": 10**400}, "invalid delay 1000"),
+        ({"delay": "5"}, "invalid delay '5'"),
     ],
 )
 def test_a_priority_or_delay_the_table_cannot_hold_is_refused_by_name(
