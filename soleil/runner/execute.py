@@ -98,6 +98,7 @@ class Executor:
                 self._end_chain()
                 for item in self._taken:
                     self.inbox.put(item)
+                self.worker.abandoned_thread_returned()
                 return
             self.worker.job_finished()
 

@@ -108,7 +108,7 @@ class Worker:
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self.executors: list[Executor] = []
         self._executor_numbers = 0
-        self._abandoned = 0
+        self._abandoned = 0  # executor threads abandoned and not back yet
         self._paused: set[str] = set()
         self._restart_token: str | None = None  # the restart request in force when this worker started
         self._thread: threading.Thread | None = None
@@ -314,13 +314,21 @@ class Worker:
 
     def replace_executor(self, abandoned: Executor) -> None:
         """A fresh executor takes the slot of one abandoned after its timeout."""
-        self._abandoned += 1
+        with self._slots:
+            self._abandoned += 1
+            stuck = self._abandoned
         self.executors.remove(abandoned)
         self._add_executor()
         self.job_finished()
-        if self._abandoned > self.options.concurrency:
-            log.error("worker.too_many_stuck_jobs", stuck=self._abandoned)
+        if stuck > self.options.concurrency:
+            log.error("worker.too_many_stuck_jobs", stuck=stuck)
             self.request_stop("too many stuck jobs", EXIT_STUCK)
+
+    def abandoned_thread_returned(self) -> None:
+        """An abandoned executor's thread got out of its job at last: it no longer
+        counts as stuck (only threads stuck now make the worker exit)."""
+        with self._slots:
+            self._abandoned -= 1
 
     def _add_executor(self) -> None:
         self._executor_numbers += 1
@@ -379,17 +387,32 @@ class Worker:
         log.info("worker.stopped", worker_id=self.id, processed=self.processed, exit_code=self.exit_code)
 
     def _wait_drained(self, grace: float) -> bool:
-        """Wait for running jobs to finish, telling systemd how many are left."""
+        """Wait for running jobs to finish, telling systemd how many are left. The
+        jobs still run under this worker's lease and their timeouts: without the
+        heartbeat, another worker would take them for a dead worker's and run them
+        again while they finish here."""
         deadline = time.monotonic() + grace
-        with self._slots:
-            while self._busy > 0 and not self._stop_now.is_set():
+        while True:
+            with self._slots:
+                if self._busy <= 0:
+                    return True
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if self._stop_now.is_set() or left <= 0:
                     return False
-                self._slots.wait(min(left, STATUS_INTERVAL_SECONDS))
-                if self.notifier.enabled:
-                    self._send_status(f"draining: {self._busy} running ({self.stop_reason})")
-        return self._busy <= 0
+                self._slots.wait(min(left, self._tick))
+                busy = self._busy
+            self._drain_housekeeping(busy)
+
+    def _drain_housekeeping(self, busy: int) -> None:
+        """What the main loop's housekeeping still owes the jobs running during a
+        drain: their timeouts and the lease (no claims, no rescue of others)."""
+        now = time.monotonic()
+        timeouts.check(self, now)
+        if now - self._last_heartbeat >= self.options.heartbeat_interval:
+            self._heartbeat()
+        if self.notifier.enabled and now - self._last_status >= STATUS_INTERVAL_SECONDS:
+            self._last_status = now
+            self._send_status(f"draining: {busy} running ({self.stop_reason})")
 
     def _close_services(self) -> None:
         listener = getattr(self, "listener", None)

@@ -4,6 +4,7 @@ without an attempt), and on --max-jobs, --max-time, --stop-when-empty and --memo
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -14,7 +15,8 @@ from soleil.runner import worker as worker_module
 from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
-from tests.helpers import count_jobs, scalar, wait_for
+from tests.apps.lifecycle import Spin
+from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
 
 def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an_attempt(
@@ -145,3 +147,38 @@ def test_an_idle_workers_completion_is_written_at_once_a_busy_ones_batched_and_f
     worker.stop(timeout=10)
     assert count_jobs(conn) == 0
     assert scalar(conn, "SELECT sum(completed) FROM soleil.queue_stats") == 21
+
+
+def test_a_draining_worker_keeps_its_lease_so_its_running_job_runs_once(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # A stop lets running jobs finish (systemd gives 90 s), far longer than the
+    # lease: the draining worker must go on heartbeating, or the other worker
+    # takes it for dead and runs its job again (or fails it, with no tries left).
+    draining = start_worker(concurrency=1, heartbeat_interval=0.5)
+    job_id = runner.dispatch(Sleep(seconds=3.0, tag="long"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the job to start")
+    start_worker(concurrency=1, heartbeat_interval=0.5)  # rescues every half second, lease 1 s
+    draining.stop(timeout=20)
+    assert draining.join(0) and draining.exit_code == EXIT_OK
+    tags = [
+        r[0] for r in conn.execute("SELECT tag FROM public.runs WHERE job_id = %s ORDER BY id", (job_id,))
+    ]
+    assert tags == ["start:long", "end:long"]
+    assert count_failed(conn) == 0
+    assert count_jobs(conn) == 0, "completed by the worker that ran it"
+
+
+def test_a_job_running_past_its_timeout_during_a_drain_is_interrupted_not_waited_for(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    worker = start_worker(concurrency=1, stop_grace=30.0)
+    job_id = runner.dispatch(Spin())  # timeout 0.3 s, 2 tries, no backoff, loops for 30 s
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the job to start")
+    stopping = time.monotonic()
+    worker.stop(timeout=40)
+    # Without the timeout watch during the drain, the stop waits out the job's 30 s.
+    assert time.monotonic() - stopping < 10.0
+    assert worker.exit_code == EXIT_OK
+    assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [(job_id, 1, None)]
+    assert count_failed(conn) == 0

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from soleil.runner import Job, JobContext, Runner, timeouts
-from tests.apps.basic import Sleep
+from tests.apps.basic import Sleep, record
 from tests.apps.lifecycle import Blocked, SlowQuery, Spin
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
@@ -99,6 +99,39 @@ def test_a_worker_with_more_stuck_threads_than_slots_exits_1_for_a_clean_restart
     assert worker.join(10), "the worker should stop by itself"
     assert (worker.exit_code, worker.stop_reason) == (1, "too many stuck jobs")
     assert count_failed(conn) == 2
+
+
+class BlockedThenRecords(Job):
+    """Blocks in C code past its timeout and grace, then records that its thread got out."""
+
+    name = "tests.blocked_then_records"
+    timeout = 0.3
+    tag: str
+
+    def handle(self, ctx: JobContext) -> None:
+        try:
+            time.sleep(1.0)
+        finally:  # the JobTimeout raised at the deadline arrives once the sleep returns
+            record(ctx, f"returned:{self.tag}")
+
+
+def test_a_thread_that_gets_out_of_its_job_no_longer_counts_as_stuck(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # Two abandonments, one at a time, on a one-slot worker: never more threads
+    # stuck than slots, so the worker goes on (it used to count every abandonment
+    # of its life and exit 1 at the second).
+    worker = start_worker(concurrency=1, timeout_grace=0.2)
+    for tag in ("first", "second"):
+        runner.dispatch(BlockedThenRecords(tag=tag))
+        wait_for(
+            lambda tag=tag: scalar(
+                conn, "SELECT count(*) FROM public.runs WHERE tag = %s", (f"returned:{tag}",)
+            ),
+            what=f"the {tag} job's thread to get out",
+        )
+    assert count_failed(conn) == 2, "each attempt was recorded as timed out when abandoned"
+    assert not worker.stopping, worker.stop_reason
 
 
 def test_an_abandoned_jobs_connection_is_closed_not_given_back_to_the_pool(
