@@ -3,6 +3,7 @@ abandoned after the grace period, and the worker keeps its full concurrency."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -122,14 +123,13 @@ def test_a_thread_that_gets_out_of_its_job_no_longer_counts_as_stuck(
     # stuck than slots, so the worker goes on (it used to count every abandonment
     # of its life and exit 1 at the second).
     worker = start_worker(concurrency=1, timeout_grace=0.2)
+
+    def returned(tag: str) -> int:
+        return int(scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = %s", (f"returned:{tag}",)))
+
     for tag in ("first", "second"):
         runner.dispatch(BlockedThenRecords(tag=tag))
-        wait_for(
-            lambda tag=tag: scalar(
-                conn, "SELECT count(*) FROM public.runs WHERE tag = %s", (f"returned:{tag}",)
-            ),
-            what=f"the {tag} job's thread to get out",
-        )
+        wait_for(functools.partial(returned, tag), what=f"the {tag} job's thread to get out")
     assert count_failed(conn) == 2, "each attempt was recorded as timed out when abandoned"
     assert not worker.stopping, worker.stop_reason
 
