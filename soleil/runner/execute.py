@@ -47,6 +47,10 @@ log = structlog.get_logger("soleil.job")
 # A chain goes back to the pool after this many jobs, so that the pool's checks
 # and max_lifetime still apply to its connection under a steady backlog.
 CHAIN_LIMIT = 1000
+# How much longer than a transactional job's timeout and grace the server waits
+# for its silent client before ending the transaction: the worker's own abandon
+# (checked every tick, then a round trip) comes first.
+IDLE_MARGIN_SECONDS = 2.0
 
 
 class Executor:
@@ -373,10 +377,14 @@ class Executor:
             self.worker.requeue([claimed for claimed, _ in group])
 
     def _fence(self, jobs: list[ClaimedJob], timeout: float, *, joining: bool = False) -> transaction.Fence:
+        # The server ends the transaction of a client silent for longer than the
+        # worker itself would wait (timeout, then grace, then abandon) plus a margin.
+        idle = timeout + self.worker.options.timeout_grace + IDLE_MARGIN_SECONDS
         return transaction.Fence(
             tuple((claimed.id, claimed.attempt) for claimed in jobs),
             self.worker.id,
             int(timeout * 1000),
+            int(idle * 1000),
             joining=joining,
         )
 

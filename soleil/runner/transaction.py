@@ -64,20 +64,23 @@ _SEND_ROLLBACK = _send(b"ROLLBACK")
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """The attempts a fence is for, as (job id, attempt) pairs, and the bound on
-    the transaction's statements. The fence of a transaction's first job deletes
-    its row; jobs `joining` an open transaction (a group) have theirs locked, and
-    deleted by the COMMIT once they have run."""
+    """The attempts a fence is for, as (job id, attempt) pairs, the bound on the
+    transaction's statements, and how long the server lets it sit idle (its
+    client gone silent). The fence of a transaction's first job deletes its row;
+    jobs `joining` an open transaction (a group) have theirs locked, and deleted
+    by the COMMIT once they have run."""
 
     jobs: tuple[tuple[int, int], ...]
     worker_id: int
     statement_timeout_ms: int
+    idle_timeout_ms: int
     joining: bool = False
 
     def values(self) -> dict[str, object]:
         values: dict[str, object] = {
             "worker_id": self.worker_id,
             "statement_timeout": f"{self.statement_timeout_ms}ms",
+            "idle_timeout": f"{self.idle_timeout_ms}ms",
         }
         if self.joining:
             values.update(job_ids=[job for job, _ in self.jobs], attempts=[att for _, att in self.jobs])

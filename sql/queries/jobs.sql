@@ -132,13 +132,18 @@ SELECT count(*) FROM done;
 -- (and so locks) the row only while this worker still holds this attempt. No
 -- row: the lease was lost and the transaction must roll back. In the same round
 -- trip it sets the transaction's statement_timeout, which bounds every statement
--- the handler sends (even one stuck where Python cannot interrupt it).
+-- the handler sends (even one stuck where Python cannot interrupt it), and its
+-- idle_in_transaction_session_timeout: a worker whose host died without closing
+-- its connection would otherwise hold the row locked (and unrescuable) until TCP
+-- noticed, hours later. A live worker never leaves its transaction idle that
+-- long: past the job's timeout and grace it ends the session itself.
 -- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py).
 -- Returns the transaction id too, which tells a handler's own COMMIT statement
 -- from its ROLLBACK (transaction_status).
 DELETE FROM soleil.jobs
 WHERE id = %(job_id)s AND reserved_by = %(worker_id)s AND attempts = %(attempt)s
   AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
+  AND (SELECT set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true)) IS NOT NULL
 RETURNING id, pg_current_xact_id()::text;
 
 -- name: job_fence_group :many
@@ -146,13 +151,15 @@ RETURNING id, pg_current_xact_id()::text;
 -- WorkerOptions.transaction_group): locks the rows of those this worker still
 -- holds, in that attempt. Locked, not deleted: the group may commit before all
 -- of them have run (job_delete_group then deletes those that did), and the
--- others stay reserved. Also sets the statement_timeout, as job_fence does.
+-- others stay reserved. Also sets the statement_timeout and the idle timeout, as
+-- job_fence does.
 SELECT j.id
 FROM soleil.jobs j
 JOIN unnest(%(job_ids)s::bigint[], %(attempts)s::integer[]) AS fenced(id, attempt)
   ON j.id = fenced.id AND j.attempts = fenced.attempt
 WHERE j.reserved_by = %(worker_id)s
   AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
+  AND (SELECT set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true)) IS NOT NULL
 FOR UPDATE OF j;
 
 -- name: job_delete_group :rowcount

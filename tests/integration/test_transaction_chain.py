@@ -41,7 +41,7 @@ def fences(conn: psycopg.Connection[Any], keys: list[str]) -> list[transaction.F
         )
     worker_id = lease.register(conn, ["default"], 1)
     claimed = claim(conn, queues=["default"], limit=len(keys), worker_id=worker_id, default_tries=1)
-    return [transaction.Fence(((job.id, job.attempt),), worker_id, 5000) for job in claimed]
+    return [transaction.Fence(((job.id, job.attempt),), worker_id, 5000, 10000) for job in claimed]
 
 
 def held(opened: transaction.Opened | None) -> bool:
@@ -150,7 +150,7 @@ def test_jobs_joining_a_transaction_are_locked_and_its_commit_deletes_those_that
     with psycopg.connect(database_url, autocommit=True) as chain:
         _, opened = transaction.open_next(chain, first)
         assert held(opened) and opened is not None
-        joining_fence = transaction.Fence(joining, first.worker_id, 5000, joining=True)
+        joining_fence = transaction.Fence(joining, first.worker_id, 5000, 10000, joining=True)
         opened = transaction.join(chain, opened, joining_fence)
         assert opened.error is None
         assert opened.held == {first.jobs[0][0], b, d} and opened.joined == {b, d}
@@ -163,3 +163,29 @@ def test_jobs_joining_a_transaction_are_locked_and_its_commit_deletes_those_that
         assert commit_error is None
     assert [row[0] for row in conn.execute("SELECT id FROM soleil.jobs ORDER BY id")] == [c, d]
     assert scalar(conn, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (d,)) == first.worker_id
+
+
+@pytest.mark.parametrize("joining", [False, True], ids=["first", "joining"])
+def test_a_fenced_transaction_whose_client_goes_silent_ends_by_itself(
+    database_url: str, conn: psycopg.Connection[Any], joining: bool
+) -> None:
+    # A worker whose host died without closing its connection: nobody sends the
+    # COMMIT, ROLLBACK or FIN. Past the idle limit the server ends the transaction,
+    # and the jobs' rows are back, unlocked, for the rescue (they would otherwise
+    # stay locked until TCP gave up on the peer, two hours by default).
+    first, second = fences(conn, ["a", "b"])
+    silent = psycopg.connect(database_url, autocommit=True)
+    try:
+        if joining:  # the limit set by the last fence of a group's transaction applies
+            _, opened = transaction.open_next(silent, first)
+            assert held(opened) and opened is not None
+            joined = dataclasses.replace(second, idle_timeout_ms=300, joining=True)
+            assert transaction.join(silent, opened, joined).error is None
+        else:
+            _, opened = transaction.open_next(silent, dataclasses.replace(first, idle_timeout_ms=300))
+            assert held(opened)
+        unlocked = "SELECT count(*) FROM (SELECT id FROM soleil.jobs FOR UPDATE SKIP LOCKED) AS free"
+        wait_for(lambda: scalar(conn, unlocked) == 2, what="the silent client's transaction to end")
+        assert count_jobs(conn) == 2, "the first job's deletion rolled back"
+    finally:
+        silent.close()
