@@ -40,19 +40,19 @@ log = structlog.get_logger("soleil.job")
 def check(worker: Worker, now: float) -> None:
     """Interrupt overdue jobs; abandon those still running after the grace period."""
     for executor in list(worker.executors):
-        if executor.abandoned or not executor.overdue(now):
+        claimed = None if executor.abandoned else executor.overdue(now)
+        if claimed is None:
             continue
+        # The executor acts only if `claimed` still runs: it may have returned at
+        # its deadline and the executor started the next job meanwhile.
         if not executor.timed_out:
-            claimed = executor.current
-            if claimed is not None:
-                log.warning("job.timeout", **claimed.log_fields())
-            executor.interrupt()
+            executor.interrupt(claimed)
         elif now >= executor.deadline + worker.options.timeout_grace:
-            abandon(worker, executor)
+            abandon(worker, executor, claimed)
 
 
-def abandon(worker: Worker, executor: Executor) -> None:
-    taken = executor.abandon()
+def abandon(worker: Worker, executor: Executor, claimed: ClaimedJob) -> None:
+    taken = executor.abandon(claimed, worker.options.timeout_grace)
     if taken is None:
         return  # it finished meanwhile
     claimed, backend_pid, grouped, unstarted = taken

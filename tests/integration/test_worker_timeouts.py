@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from soleil.runner import Job, JobContext, Runner, timeouts
-from tests.apps.basic import Sleep
+from soleil.runner.execute import Executor
+from tests.apps.basic import Sleep, record
 from tests.apps.lifecycle import Blocked, SlowQuery, Spin
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
@@ -141,3 +142,67 @@ def test_an_abandoned_jobs_connection_is_closed_not_given_back_to_the_pool(
     exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
     assert "abandoned" in exception, exception
     assert not worker.stopping
+
+
+SEEN_OVERDUE = threading.Event()
+CHECKED_AGAIN = threading.Event()
+
+
+class ReturnsAtItsDeadline(Job):
+    """Returns just as the worker finds it overdue, before the interrupt."""
+
+    name = "tests.returns_at_its_deadline"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        SEEN_OVERDUE.wait(10)
+        record(ctx, "returned")
+
+
+class RunsAfterIt(Job):
+    """Runs in Python, where a JobTimeout would land, until the worker's timeout
+    watch has looked at its executor again."""
+
+    name = "tests.runs_after_it"
+    timeout = 30.0
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        wait_for(CHECKED_AGAIN.is_set, what="the timeout watch to look again")
+        record(ctx, "after")
+
+
+def test_a_job_that_returns_as_it_is_found_overdue_leaves_the_next_job_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch finds the first job overdue; before it acts, the job returns and
+    # the executor starts the next one (in production: while the main loop writes
+    # its log line). The window is held open until the next job runs.
+    overdue = Executor.overdue
+    held: list[bool] = []
+
+    def overdue_then_next_job_starts(self: Executor, now: float) -> Any:
+        seen = overdue(self, now)
+        current = self.current
+        if held:
+            CHECKED_AGAIN.set()
+        elif seen and current is not None and current.name == ReturnsAtItsDeadline.name:
+            held.append(True)
+            SEEN_OVERDUE.set()
+            wait_for(
+                lambda: self.current is not None and self.current is not current, what="the next job to start"
+            )
+        return seen
+
+    SEEN_OVERDUE.clear()
+    CHECKED_AGAIN.clear()
+    monkeypatch.setattr(Executor, "overdue", overdue_then_next_job_starts)
+    runner.dispatch_many([ReturnsAtItsDeadline(), RunsAfterIt()])
+    start_worker(concurrency=1, prefetch=1)
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to be done")
+    assert held, "the watch never found the first job overdue"
+    failed = conn.execute("SELECT job, exception FROM soleil.failed_jobs").fetchall()
+    assert failed == [], "the job after the overdue one got its timeout"
+    assert [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")] == ["returned", "after"]
+
