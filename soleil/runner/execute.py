@@ -64,6 +64,8 @@ class Executor:
         # that goes back with its try (timeouts.give_up_running).
         self.handler_entered = False
         self._connection: psycopg.Connection[Any] | None = None
+        # The connection interrupt() sent a query cancel for; _end_chain closes it.
+        self._cancelled: psycopg.Connection[Any] | None = None
         # Items taken from the inbox ahead of their turn (the rest of a group, or
         # what stopped it), and the chain: its connection, with the transaction
         # of the next jobs opened.
@@ -382,10 +384,13 @@ class Executor:
     def _end_chain(self, failed: ClaimedJob | None = None) -> None:
         """End the chain's transaction and give its connection back to the pool:
         commit the jobs of the group that ran, or, when `failed` raised, roll
-        them back (they run again, alone)."""
+        them back (they run again, alone). A connection whose backend is being
+        terminated, or whose query was cancelled, is closed instead."""
         with self._lock:
             conn, self._chain = self._chain, None
             abandoned = self.abandoned
+            cancelled = conn is not None and self._cancelled is conn
+            self._cancelled = None
         opened, self._opened, self._chained = self._opened, None, 0
         if conn is None:
             return
@@ -404,7 +409,13 @@ class Executor:
             self._settle(
                 committed=committed, reason="commit failed" if failed is None else f"job {failed.id} failed"
             )
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if cancelled:
+            # interrupt() sent a cancel request for the timed-out job's query. The
+            # request travels on a connection of its own and may reach the server
+            # only now: back in the pool, this connection's next statement, another
+            # job's, would be the one cancelled. Closing it ends its transaction too.
+            conn.close()
+        elif not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # psycopg's rollback(): it also forgets statements it prepared meanwhile.
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
@@ -452,7 +463,7 @@ class Executor:
             log.warning("job.timeout", **claimed.log_fields())
             if self._in_handler:
                 _raise_in_thread(self.thread, JobTimeout)
-            conn = self._connection
+            conn = self._cancelled = self._connection
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=2.0)

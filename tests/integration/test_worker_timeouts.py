@@ -206,3 +206,87 @@ def test_a_job_that_returns_as_it_is_found_overdue_leaves_the_next_job_alone(
     assert failed == [], "the job after the overdue one got its timeout"
     assert [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")] == ["returned", "after"]
 
+
+CANCEL_TARGET: dict[str, int] = {}
+ON_TARGET = threading.Event()
+
+
+class OverdueInPython(Job):
+    """Transactional: loops in Python past its timeout, so JobTimeout unwinds it at once."""
+
+    name = "tests.overdue_in_python"
+    transactional = True
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("SELECT 1")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pass
+
+
+class InnocentQuery(Job):
+    """Transactional: on the backend the late cancel was meant for (if it ever
+    runs there), it runs a long statement the cancel can hit."""
+
+    name = "tests.innocent_query"
+    transactional = True
+    tries = 1
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        pid = scalar(ctx.connection, "SELECT pg_backend_pid()")
+        if pid == CANCEL_TARGET.get("pid") and not ON_TARGET.is_set():
+            ON_TARGET.set()
+            ctx.connection.execute("SELECT pg_sleep(10)")
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+
+
+def test_a_late_cancel_for_a_timed_out_job_never_cancels_another_jobs_statement(
+    runner: Runner,
+    conn: psycopg.Connection[Any],
+    database_url: str,
+    start_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cancel request travels on a connection of its own (TCP and TLS to a
+    # remote server: round trips). Here it is held back until the timed-out job's
+    # connection is closed, or until another job runs a statement on it.
+    cancel_safe = psycopg.Connection.cancel_safe
+
+    def late_cancel(self: psycopg.Connection[Any], *, timeout: float = 30.0) -> None:
+        CANCEL_TARGET["pid"] = self.info.backend_pid
+        wait_for(lambda: self.closed or ON_TARGET.is_set(), what="the connection to be closed or reused")
+        if ON_TARGET.is_set():
+            with psycopg.connect(database_url, autocommit=True) as watcher:
+                wait_for(
+                    lambda: scalar(
+                        watcher,
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE pid = %s AND state = 'active' AND query LIKE 'SELECT pg_sleep(10)%%'",
+                        (CANCEL_TARGET["pid"],),
+                    ),
+                    what="the other job's statement to run",
+                )
+        cancel_safe(self, timeout=timeout)
+
+    CANCEL_TARGET.clear()
+    ON_TARGET.clear()
+    monkeypatch.setattr(psycopg.Connection, "cancel_safe", late_cancel)
+    # Plain jobs between the transactional ones end each chain, so that the pool's
+    # connections take turns, the timed-out job's among them if it goes back.
+    jobs: list[Job] = [OverdueInPython()]
+    for number in range(8):
+        jobs += [InnocentQuery(key=f"innocent{number}"), Sleep(seconds=0, tag=str(number))]
+    overdue_id = runner.dispatch_many(jobs)[0]
+    start_worker(concurrency=1, prefetch=len(jobs))
+    wait_for(lambda: count_jobs(conn) == 0, what="every job to be done")
+    assert "pid" in CANCEL_TARGET, "no cancel was sent"
+    failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+    assert [job_id for job_id, _ in failed] == [overdue_id], failed
+    assert failed[0][1].startswith("JobTimeout"), failed[0][1]
+    assert sorted(effects(conn)) == [f"innocent{number}" for number in range(8)]
+
