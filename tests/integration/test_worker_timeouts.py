@@ -13,7 +13,7 @@ import pytest
 from soleil.runner import Job, JobContext, Runner, timeouts
 from soleil.runner.execute import Executor
 from tests.apps.basic import Sleep, record
-from tests.apps.lifecycle import Blocked, SlowQuery, Spin
+from tests.apps.lifecycle import Blocked, SlowQuery, Spin, record_hook
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 RELEASED = threading.Event()
@@ -290,3 +290,76 @@ def test_a_late_cancel_for_a_timed_out_job_never_cancels_another_jobs_statement(
     assert failed[0][1].startswith("JobTimeout"), failed[0][1]
     assert sorted(effects(conn)) == [f"innocent{number}" for number in range(8)]
 
+
+HOOK_STARTED = threading.Event()
+LONG_DONE = threading.Event()
+STUCK_RELEASED = threading.Event()
+
+
+class StuckWithSlowHook(Job):
+    """Blocks past its timeout and grace (abandoned); its failed() hook is slow,
+    as an e-mail sent to say so would be, and lasts until LongJob has returned."""
+
+    name = "tests.stuck_with_slow_hook"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        STUCK_RELEASED.wait(30)  # in C: the JobTimeout cannot land
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        HOOK_STARTED.set()
+        LONG_DONE.wait(15)
+        record_hook(ctx, exc)
+
+
+class LongJob(Job):
+    """A plain job that runs, once the hook has started, until its worker has
+    heartbeated for two leases (nobody could take it), or it was rescued."""
+
+    name = "tests.long_job"
+    tries = 3
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "long")
+        with ctx.runner.connection() as c:
+            holder = scalar(c, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (ctx.job_id,))
+            HOOK_STARTED.wait(10)
+            since = scalar(c, "SELECT clock_timestamp()")
+            wait_for(
+                lambda: scalar(
+                    c,
+                    "SELECT (SELECT heartbeat_at FROM soleil.workers WHERE id = %(holder)s)"
+                    "         > %(since)s + interval '1.2 s'"  # two leases of 0.6 s
+                    "    OR (SELECT reserved_by FROM soleil.jobs WHERE id = %(job)s)"
+                    "       IS DISTINCT FROM %(holder)s",
+                    {"holder": holder, "since": since, "job": ctx.job_id},
+                ),
+                what="two leases' heartbeats or a rescue",
+            )
+        LONG_DONE.set()
+
+
+def test_an_abandoned_jobs_slow_failed_hook_does_not_stop_its_workers_heartbeats(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    for event in (HOOK_STARTED, LONG_DONE, STUCK_RELEASED):
+        event.clear()
+    try:
+        worker = start_worker(concurrency=2, heartbeat_interval=0.3, timeout_grace=0.2)  # lease 0.6 s
+        long_id = runner.dispatch(LongJob())
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'long'") == 1)
+        stuck_id = runner.dispatch(StuckWithSlowHook())
+        holder = "SELECT reserved_by FROM soleil.jobs WHERE id = %s"
+        wait_for(lambda: scalar(conn, holder, (stuck_id,)) == worker.id, what="the stuck job on this worker")
+        rescuer = start_worker(concurrency=1, heartbeat_interval=0.3)
+        wait_for(lambda: count_jobs(conn) == 0, timeout=20, what="both jobs to be done")
+        runs = conn.execute("SELECT job_id, attempt FROM public.runs WHERE tag = 'long'").fetchall()
+        assert runs == [(long_id, 1)], "the live worker's long job was rescued and ran again"
+        assert rescuer.processed == 0
+        failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+        assert [job_id for job_id, _ in failed] == [stuck_id]
+        assert "abandoned" in failed[0][1], failed[0][1]
+        assert scalar(conn, "SELECT count(*) FROM public.hooks WHERE job_id = %s", (stuck_id,)) == 1
+    finally:
+        STUCK_RELEASED.set()
