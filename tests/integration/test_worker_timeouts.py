@@ -207,6 +207,68 @@ def test_a_job_that_returns_as_it_is_found_overdue_leaves_the_next_job_alone(
     assert [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")] == ["returned", "after"]
 
 
+ABANDON_CALLED = threading.Event()
+ABANDON_RETURNED = threading.Event()
+
+
+class ReturnsAtItsGrace(Job):
+    """Blocked in C past its timeout, it returns just as the worker abandons it."""
+
+    name = "tests.returns_at_its_grace"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        ABANDON_CALLED.wait(10)  # in C: the JobTimeout lands when it returns
+
+
+class RunsPastTheAbandon(Job):
+    """Runs until the worker's abandon (meant for the job before it) has returned."""
+
+    name = "tests.runs_past_the_abandon"
+    timeout = 30.0
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        wait_for(ABANDON_RETURNED.is_set, what="the abandon to return")
+        record(ctx, "after")
+
+
+def test_a_job_that_returns_as_it_is_abandoned_leaves_the_next_job_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, one step later: the first job ignored its timeout through the
+    # grace period and the worker goes to abandon it, but it returns first and
+    # the executor starts the next job.
+    abandon = Executor.abandon
+    held: list[bool] = []
+
+    def abandon_once_the_next_job_runs(self: Executor, *args: Any) -> Any:
+        current = self.current
+        if not held and current is not None and current.name == ReturnsAtItsGrace.name:
+            held.append(True)
+            ABANDON_CALLED.set()
+            wait_for(
+                lambda: self.current is not None and self.current is not current, what="the next job to start"
+            )
+        try:
+            return abandon(self, *args)
+        finally:
+            ABANDON_RETURNED.set()
+
+    ABANDON_CALLED.clear()
+    ABANDON_RETURNED.clear()
+    monkeypatch.setattr(Executor, "abandon", abandon_once_the_next_job_runs)
+    first, second = runner.dispatch_many([ReturnsAtItsGrace(), RunsPastTheAbandon()])
+    start_worker(concurrency=1, prefetch=1, timeout_grace=0.2)
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to be done")
+    assert held, "the worker never went to abandon the first job"
+    failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+    assert [job_id for job_id, _ in failed] == [first], failed
+    assert "abandoned" not in failed[0][1], failed[0][1]
+    assert [r[0] for r in conn.execute("SELECT job_id FROM public.runs WHERE tag = 'after'")] == [second]
+
+
 CANCEL_TARGET: dict[str, int] = {}
 ON_TARGET = threading.Event()
 
