@@ -68,6 +68,8 @@ class Executor:
         # that goes back with its try (timeouts.give_up_running).
         self.handler_entered = False
         self._connection: psycopg.Connection[Any] | None = None
+        # The connection interrupt() sent a query cancel for; _end_chain closes it.
+        self._cancelled: psycopg.Connection[Any] | None = None
         # Items taken from the inbox ahead of their turn (the rest of a group, or
         # what stopped it), and the chain: its connection, with the transaction
         # of the next jobs opened.
@@ -391,10 +393,13 @@ class Executor:
     def _end_chain(self, failed: ClaimedJob | None = None) -> None:
         """End the chain's transaction and give its connection back to the pool:
         commit the jobs of the group that ran, or, when `failed` raised, roll
-        them back (they run again, alone)."""
+        them back (they run again, alone). A connection whose backend is being
+        terminated, or whose query was cancelled, is closed instead."""
         with self._lock:
             conn, self._chain = self._chain, None
             abandoned = self.abandoned
+            cancelled = conn is not None and self._cancelled is conn
+            self._cancelled = None
         opened, self._opened, self._chained = self._opened, None, 0
         if conn is None:
             return
@@ -413,7 +418,13 @@ class Executor:
             self._settle(
                 committed=committed, reason="commit failed" if failed is None else f"job {failed.id} failed"
             )
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if cancelled:
+            # interrupt() sent a cancel request for the timed-out job's query. The
+            # request travels on a connection of its own and may reach the server
+            # only now: back in the pool, this connection's next statement, another
+            # job's, would be the one cancelled. Closing it ends its transaction too.
+            conn.close()
+        elif not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # psycopg's rollback(): it also forgets statements it prepared meanwhile.
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
@@ -442,32 +453,48 @@ class Executor:
 
     # -- called by the worker's main loop ------------------------------------
 
-    def overdue(self, now: float) -> bool:
-        return self.current is not None and now >= self.deadline
+    def overdue(self, now: float) -> ClaimedJob | None:
+        """The job running past its deadline, if any. Read without the lock: a hint
+        only, which interrupt() and abandon() check again under it."""
+        claimed = self.current
+        return claimed if claimed is not None and now >= self.deadline else None
 
-    def interrupt(self) -> None:
-        """The deadline passed: raise JobTimeout in the job and cancel its query."""
+    def interrupt(self, claimed: ClaimedJob) -> bool:
+        """`claimed`'s deadline passed: raise JobTimeout in the job and cancel its
+        query. False, doing nothing, when the executor has moved on: the job seen
+        overdue may have returned meanwhile, and the next one must not get its
+        timeout."""
         with self._lock:
-            if self.current is None or self.timed_out:
-                return
+            if self.current is not claimed or self.timed_out or time.monotonic() < self.deadline:
+                return False
             self.timed_out = True
+            # Under the lock, so that it comes before the attempt's outcome in the log.
+            log.warning("job.timeout", **claimed.log_fields())
             if self._in_handler:
                 _raise_in_thread(self.thread, JobTimeout)
-            conn = self._connection
+            conn = self._cancelled = self._connection
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=2.0)
+        return True
 
-    def abandon(self) -> tuple[ClaimedJob, int | None, list[ClaimedJob], list[ClaimedJob | None]] | None:
-        """Give up on a job that ignored its timeout. Returns the job, for a
-        transactional one the backend to terminate, the jobs grouped before it
-        (terminating the backend rolls them back), and what this executor had
-        taken from the inbox but not started (the jobs that joined its group among
-        them: for the other executors, once the backend is gone); None if it
-        finished meanwhile."""
+    def abandon(
+        self, claimed: ClaimedJob | None = None, grace: float = 0.0
+    ) -> tuple[ClaimedJob, int | None, list[ClaimedJob], list[ClaimedJob | None]] | None:
+        """Give up on a job that ignored its timeout: `claimed`, interrupted and
+        still running `grace` seconds past its deadline; or, without `claimed` (a
+        hard stop), whatever runs. Returns the job, for a transactional one the
+        backend to terminate, the jobs grouped before it (terminating the backend
+        rolls them back), and what this executor had taken from the inbox but not
+        started (the jobs that joined its group among them: for the other
+        executors, once the backend is gone); None if it finished meanwhile."""
         with self._lock:
             if self.current is None:
                 return None
+            if claimed is not None and (
+                self.current is not claimed or not self.timed_out or time.monotonic() < self.deadline + grace
+            ):
+                return None  # it returned, and the executor runs another job (or the same one again)
             self.abandoned = True
             # The chain's connection holds the job's transaction and its group's,
             # also between the handler's return and the group's COMMIT; _end_chain

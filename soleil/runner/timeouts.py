@@ -7,8 +7,9 @@ timeout is stopped in three steps, checked by the worker's main loop.
    retried or failed as timed out, like any failure.
 2. If the job still has not returned after the grace period (a blocking C call
    ignores the exception), the worker abandons the thread: a transactional job's
-   backend is terminated (its transaction holds the job row), the attempt is
-   recorded as timed out, and a fresh executor takes the slot. Whatever the old
+   backend is terminated (its transaction holds the job row), a fresh executor
+   takes the old one's place, and the attempt is recorded as timed out on a
+   thread of its own (the main loop sends the heartbeats). Whatever the old
    thread does later is fenced out.
 3. When more threads are stuck than the worker has slots, the worker exits and
    systemd starts a clean process, as Laravel's worker does.
@@ -18,6 +19,7 @@ A hard stop gives up on the jobs still running the same way (give_up_running).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -40,19 +42,19 @@ log = structlog.get_logger("soleil.job")
 def check(worker: Worker, now: float) -> None:
     """Interrupt overdue jobs; abandon those still running after the grace period."""
     for executor in list(worker.executors):
-        if executor.abandoned or not executor.overdue(now):
+        claimed = None if executor.abandoned else executor.overdue(now)
+        if claimed is None:
             continue
+        # The executor acts only if `claimed` still runs: it may have returned at
+        # its deadline and the executor started the next job meanwhile.
         if not executor.timed_out:
-            claimed = executor.current
-            if claimed is not None:
-                log.warning("job.timeout", **claimed.log_fields())
-            executor.interrupt()
+            executor.interrupt(claimed)
         elif now >= executor.deadline + worker.options.timeout_grace:
-            abandon(worker, executor)
+            abandon(worker, executor, claimed)
 
 
-def abandon(worker: Worker, executor: Executor) -> None:
-    taken = executor.abandon()
+def abandon(worker: Worker, executor: Executor, claimed: ClaimedJob) -> None:
+    taken = executor.abandon(claimed, worker.options.timeout_grace)
     if taken is None:
         return  # it finished meanwhile
     claimed, backend_pid, grouped, unstarted = taken
@@ -67,8 +69,18 @@ def abandon(worker: Worker, executor: Executor) -> None:
         log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
         worker.requeue(grouped)
     worker.pass_on(unstarted)
-    record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
     worker.replace_executor(executor)
+    # Off the main loop, which sends the heartbeats: the outcome may run a slow
+    # failed() hook, or wait for the database to come back, and a silent worker
+    # loses its other running jobs to a rescue. The job keeps its slot until its
+    # outcome is recorded, as on an executor, so a stop waits for it before the
+    # worker gives its jobs back and unregisters.
+    threading.Thread(
+        target=_record_abandoned_then_free_slot,
+        args=(worker, claimed),
+        name=f"soleil-abandoned-{claimed.id}",
+        daemon=True,
+    ).start()
 
 
 def give_up_running(worker: Worker) -> list[ClaimedJob]:
@@ -108,6 +120,15 @@ def terminate(worker: Worker, backend_pids: list[int]) -> str | None:
     except (psycopg.Error, PoolTimeout, OSError) as exc:
         return str(exc).strip()
     return None
+
+
+def _record_abandoned_then_free_slot(worker: Worker, claimed: ClaimedJob) -> None:
+    try:
+        record_abandoned(worker, claimed, worker.timeout_for(claimed.name), worker.options.timeout_grace)
+    except Exception as exc:
+        log.exception("job.outcome_error", error=str(exc), **claimed.log_fields())
+    finally:
+        worker.job_finished()
 
 
 def record_abandoned(worker: Worker, claimed: ClaimedJob, timeout: float, grace: float) -> None:

@@ -313,13 +313,13 @@ class Worker:
         self.notifier.ready(self._status)
 
     def replace_executor(self, abandoned: Executor) -> None:
-        """A fresh executor takes the slot of one abandoned after its timeout."""
+        """A fresh executor takes the place of one abandoned after its timeout. The
+        job's slot is freed once its outcome is recorded (timeouts.abandon)."""
         with self._slots:
             self._abandoned += 1
             stuck = self._abandoned
         self.executors.remove(abandoned)
         self._add_executor()
-        self.job_finished()
         if stuck > self.options.concurrency:
             log.error("worker.too_many_stuck_jobs", stuck=stuck)
             self.request_stop("too many stuck jobs", EXIT_STUCK)

@@ -156,8 +156,8 @@ def test_an_abandon_landing_before_a_groups_commit_leaves_each_write_once(
             if last:
                 commit_tried.set()
 
-    def abandon_before_the_commit(self: Executor) -> Any:
-        taken = abandon(self)
+    def abandon_before_the_commit(self: Executor, *args: Any) -> Any:
+        taken = abandon(self, *args)
         abandoned.set()
         commit_tried.wait(10)
         return taken

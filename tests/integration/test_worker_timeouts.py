@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from soleil.runner import Job, JobContext, Runner, timeouts
+from soleil.runner.execute import Executor
 from tests.apps.basic import Sleep, record
-from tests.apps.lifecycle import Blocked, SlowQuery, Spin
+from tests.apps.lifecycle import Blocked, SlowQuery, Spin, record_hook
 from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 RELEASED = threading.Event()
@@ -174,3 +175,286 @@ def test_an_abandoned_jobs_connection_is_closed_not_given_back_to_the_pool(
     exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
     assert "abandoned" in exception, exception
     assert not worker.stopping
+
+
+SEEN_OVERDUE = threading.Event()
+CHECKED_AGAIN = threading.Event()
+
+
+class ReturnsAtItsDeadline(Job):
+    """Returns just as the worker finds it overdue, before the interrupt."""
+
+    name = "tests.returns_at_its_deadline"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        SEEN_OVERDUE.wait(10)
+        record(ctx, "returned")
+
+
+class RunsAfterIt(Job):
+    """Runs in Python, where a JobTimeout would land, until the worker's timeout
+    watch has looked at its executor again."""
+
+    name = "tests.runs_after_it"
+    timeout = 30.0
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        wait_for(CHECKED_AGAIN.is_set, what="the timeout watch to look again")
+        record(ctx, "after")
+
+
+def test_a_job_that_returns_as_it_is_found_overdue_leaves_the_next_job_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch finds the first job overdue; before it acts, the job returns and
+    # the executor starts the next one (in production: while the main loop writes
+    # its log line). The window is held open until the next job runs.
+    overdue = Executor.overdue
+    held: list[bool] = []
+
+    def overdue_then_next_job_starts(self: Executor, now: float) -> Any:
+        seen = overdue(self, now)
+        current = self.current
+        if held:
+            CHECKED_AGAIN.set()
+        elif seen and current is not None and current.name == ReturnsAtItsDeadline.name:
+            held.append(True)
+            SEEN_OVERDUE.set()
+            wait_for(
+                lambda: self.current is not None and self.current is not current, what="the next job to start"
+            )
+        return seen
+
+    SEEN_OVERDUE.clear()
+    CHECKED_AGAIN.clear()
+    monkeypatch.setattr(Executor, "overdue", overdue_then_next_job_starts)
+    runner.dispatch_many([ReturnsAtItsDeadline(), RunsAfterIt()])
+    start_worker(concurrency=1, prefetch=1)
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to be done")
+    assert held, "the watch never found the first job overdue"
+    failed = conn.execute("SELECT job, exception FROM soleil.failed_jobs").fetchall()
+    assert failed == [], "the job after the overdue one got its timeout"
+    assert [r[0] for r in conn.execute("SELECT tag FROM public.runs ORDER BY id")] == ["returned", "after"]
+
+
+ABANDON_CALLED = threading.Event()
+ABANDON_RETURNED = threading.Event()
+
+
+class ReturnsAtItsGrace(Job):
+    """Blocked in C past its timeout, it returns just as the worker abandons it."""
+
+    name = "tests.returns_at_its_grace"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        ABANDON_CALLED.wait(10)  # in C: the JobTimeout lands when it returns
+
+
+class RunsPastTheAbandon(Job):
+    """Runs until the worker's abandon (meant for the job before it) has returned."""
+
+    name = "tests.runs_past_the_abandon"
+    timeout = 30.0
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        wait_for(ABANDON_RETURNED.is_set, what="the abandon to return")
+        record(ctx, "after")
+
+
+def test_a_job_that_returns_as_it_is_abandoned_leaves_the_next_job_alone(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, one step later: the first job ignored its timeout through the
+    # grace period and the worker goes to abandon it, but it returns first and
+    # the executor starts the next job.
+    abandon = Executor.abandon
+    held: list[bool] = []
+
+    def abandon_once_the_next_job_runs(self: Executor, *args: Any) -> Any:
+        current = self.current
+        if not held and current is not None and current.name == ReturnsAtItsGrace.name:
+            held.append(True)
+            ABANDON_CALLED.set()
+            wait_for(
+                lambda: self.current is not None and self.current is not current, what="the next job to start"
+            )
+        try:
+            return abandon(self, *args)
+        finally:
+            ABANDON_RETURNED.set()
+
+    ABANDON_CALLED.clear()
+    ABANDON_RETURNED.clear()
+    monkeypatch.setattr(Executor, "abandon", abandon_once_the_next_job_runs)
+    first, second = runner.dispatch_many([ReturnsAtItsGrace(), RunsPastTheAbandon()])
+    start_worker(concurrency=1, prefetch=1, timeout_grace=0.2)
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to be done")
+    assert held, "the worker never went to abandon the first job"
+    failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+    assert [job_id for job_id, _ in failed] == [first], failed
+    assert "abandoned" not in failed[0][1], failed[0][1]
+    assert [r[0] for r in conn.execute("SELECT job_id FROM public.runs WHERE tag = 'after'")] == [second]
+
+
+CANCEL_TARGET: dict[str, int] = {}
+ON_TARGET = threading.Event()
+
+
+class OverdueInPython(Job):
+    """Transactional: loops in Python past its timeout, so JobTimeout unwinds it at once."""
+
+    name = "tests.overdue_in_python"
+    transactional = True
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("SELECT 1")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pass
+
+
+class InnocentQuery(Job):
+    """Transactional: on the backend the late cancel was meant for (if it ever
+    runs there), it runs a long statement the cancel can hit."""
+
+    name = "tests.innocent_query"
+    transactional = True
+    tries = 1
+    key: str
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        pid = scalar(ctx.connection, "SELECT pg_backend_pid()")
+        if pid == CANCEL_TARGET.get("pid") and not ON_TARGET.is_set():
+            ON_TARGET.set()
+            ctx.connection.execute("SELECT pg_sleep(10)")
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES (%s)", (self.key,))
+
+
+def test_a_late_cancel_for_a_timed_out_job_never_cancels_another_jobs_statement(
+    runner: Runner,
+    conn: psycopg.Connection[Any],
+    database_url: str,
+    start_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cancel request travels on a connection of its own (TCP and TLS to a
+    # remote server: round trips). Here it is held back until the timed-out job's
+    # connection is closed, or until another job runs a statement on it.
+    cancel_safe = psycopg.Connection.cancel_safe
+
+    def late_cancel(self: psycopg.Connection[Any], *, timeout: float = 30.0) -> None:
+        CANCEL_TARGET["pid"] = self.info.backend_pid
+        wait_for(lambda: self.closed or ON_TARGET.is_set(), what="the connection to be closed or reused")
+        if ON_TARGET.is_set():
+            with psycopg.connect(database_url, autocommit=True) as watcher:
+                wait_for(
+                    lambda: scalar(
+                        watcher,
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE pid = %s AND state = 'active' AND query LIKE 'SELECT pg_sleep(10)%%'",
+                        (CANCEL_TARGET["pid"],),
+                    ),
+                    what="the other job's statement to run",
+                )
+        cancel_safe(self, timeout=timeout)
+
+    CANCEL_TARGET.clear()
+    ON_TARGET.clear()
+    monkeypatch.setattr(psycopg.Connection, "cancel_safe", late_cancel)
+    # Plain jobs between the transactional ones end each chain, so that the pool's
+    # connections take turns, the timed-out job's among them if it goes back.
+    jobs: list[Job] = [OverdueInPython()]
+    for number in range(8):
+        jobs += [InnocentQuery(key=f"innocent{number}"), Sleep(seconds=0, tag=str(number))]
+    overdue_id = runner.dispatch_many(jobs)[0]
+    start_worker(concurrency=1, prefetch=len(jobs))
+    wait_for(lambda: count_jobs(conn) == 0, what="every job to be done")
+    assert "pid" in CANCEL_TARGET, "no cancel was sent"
+    failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+    assert [job_id for job_id, _ in failed] == [overdue_id], failed
+    assert failed[0][1].startswith("JobTimeout"), failed[0][1]
+    assert sorted(effects(conn)) == [f"innocent{number}" for number in range(8)]
+
+
+HOOK_STARTED = threading.Event()
+LONG_DONE = threading.Event()
+STUCK_RELEASED = threading.Event()
+
+
+class StuckWithSlowHook(Job):
+    """Blocks past its timeout and grace (abandoned); its failed() hook is slow,
+    as an e-mail sent to say so would be, and lasts until LongJob has returned."""
+
+    name = "tests.stuck_with_slow_hook"
+    timeout = 0.3
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        STUCK_RELEASED.wait(30)  # in C: the JobTimeout cannot land
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        HOOK_STARTED.set()
+        LONG_DONE.wait(15)
+        record_hook(ctx, exc)
+
+
+class LongJob(Job):
+    """A plain job that runs, once the hook has started, until its worker has
+    heartbeated for two leases (nobody could take it), or it was rescued."""
+
+    name = "tests.long_job"
+    tries = 3
+
+    def handle(self, ctx: JobContext) -> None:
+        record(ctx, "long")
+        with ctx.runner.connection() as c:
+            holder = scalar(c, "SELECT reserved_by FROM soleil.jobs WHERE id = %s", (ctx.job_id,))
+            HOOK_STARTED.wait(10)
+            since = scalar(c, "SELECT clock_timestamp()")
+            wait_for(
+                lambda: scalar(
+                    c,
+                    "SELECT (SELECT heartbeat_at FROM soleil.workers WHERE id = %(holder)s)"
+                    "         > %(since)s + interval '1.2 s'"  # two leases of 0.6 s
+                    "    OR (SELECT reserved_by FROM soleil.jobs WHERE id = %(job)s)"
+                    "       IS DISTINCT FROM %(holder)s",
+                    {"holder": holder, "since": since, "job": ctx.job_id},
+                ),
+                what="two leases' heartbeats or a rescue",
+            )
+        LONG_DONE.set()
+
+
+def test_an_abandoned_jobs_slow_failed_hook_does_not_stop_its_workers_heartbeats(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    for event in (HOOK_STARTED, LONG_DONE, STUCK_RELEASED):
+        event.clear()
+    try:
+        worker = start_worker(concurrency=2, heartbeat_interval=0.3, timeout_grace=0.2)  # lease 0.6 s
+        long_id = runner.dispatch(LongJob())
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs WHERE tag = 'long'") == 1)
+        stuck_id = runner.dispatch(StuckWithSlowHook())
+        holder = "SELECT reserved_by FROM soleil.jobs WHERE id = %s"
+        wait_for(lambda: scalar(conn, holder, (stuck_id,)) == worker.id, what="the stuck job on this worker")
+        rescuer = start_worker(concurrency=1, heartbeat_interval=0.3)
+        wait_for(lambda: count_jobs(conn) == 0, timeout=20, what="both jobs to be done")
+        runs = conn.execute("SELECT job_id, attempt FROM public.runs WHERE tag = 'long'").fetchall()
+        assert runs == [(long_id, 1)], "the live worker's long job was rescued and ran again"
+        assert rescuer.processed == 0
+        failed = conn.execute("SELECT job_id, exception FROM soleil.failed_jobs").fetchall()
+        assert [job_id for job_id, _ in failed] == [stuck_id]
+        assert "abandoned" in failed[0][1], failed[0][1]
+        assert scalar(conn, "SELECT count(*) FROM public.hooks WHERE job_id = %s", (stuck_id,)) == 1
+    finally:
+        STUCK_RELEASED.set()
