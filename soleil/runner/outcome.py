@@ -45,8 +45,9 @@ def handle_failure(
     exc: BaseException,
     duration_ms: float,
 ) -> None:
-    """Retry after the backoff while tries remain; otherwise run failed() and move
-    the job to failed_jobs in one transaction. Retries while the database is away."""
+    """Retry after the backoff while tries remain; otherwise, in one transaction,
+    lock the job's row for this attempt, run failed() and move the job to
+    failed_jobs (no row locked: no hook, no move). Retries while the database is away."""
     cls = worker.job_class_or_none(claimed.name)
     last_try = isinstance(exc, PERMANENT) or claimed.attempt >= claimed.max_attempts
     fields = {
@@ -69,24 +70,25 @@ def handle_failure(
         log.warning("job.retrying", retry_in=round(delay, 3), **fields)
         return
 
+    fence = {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt}
+
     def move(conn: psycopg.Connection[Any]) -> str | None:
         error_text = describe_exception(exc)
         with conn.transaction():
+            # The hook's effects outside the database cannot be rolled back: it must
+            # not run for a job another worker holds now, nor again when a retry
+            # follows a move that committed but whose reply was lost.
+            if conn.execute(queries.get("job_lock_held"), fence).fetchone() is None:
+                return None
             if instance is not None:
                 hook_error = _run_failed_hook(worker, conn, claimed, instance, exc)
                 if hook_error is not None:
                     error_text += f"\n\nThe failed() hook raised too: {describe_exception(hook_error)}"
             row = conn.execute(
-                queries.get("job_move_to_failed"),
-                {
-                    "id": claimed.id,
-                    "worker_id": worker.id,
-                    "attempts": claimed.attempt,
-                    "exception": error_text,
-                },
+                queries.get("job_move_to_failed"), {**fence, "exception": error_text}
             ).fetchone()
             if row is None:
-                # The lease was lost: the hook's writes must not commit without the move.
+                # The hook itself removed the row: its writes must not commit without the move.
                 raise psycopg.Rollback()
             return str(row[0])
         return None

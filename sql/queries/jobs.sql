@@ -176,6 +176,16 @@ WITH retried AS (
 )
 SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text) FROM retried;
 
+-- name: job_lock_held :one
+-- The first statement of the move to failed_jobs: locks the job's row while this
+-- worker still holds this attempt, so that the failed() hook runs only for a job
+-- that is still this worker's to fail (not one rescued and claimed elsewhere, nor
+-- one a move whose COMMIT reply was lost has already taken), and nothing can take
+-- the row between the hook and the move (the rescue skips locked rows).
+SELECT id FROM soleil.jobs
+WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+FOR UPDATE;
+
 -- name: job_move_to_failed :one
 -- After the last try: the row leaves soleil.jobs and enters soleil.failed_jobs in
 -- one statement (and in the transaction of the job's failed() hook).
