@@ -34,8 +34,14 @@ def describe_exception(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(exc)).rstrip()
     text = f"{head}\n\n{trace}" if exc.__traceback__ is not None else head
-    # A text column cannot store NUL: the move would fail and the job stay reserved.
-    return text.replace("\x00", "\\x00")
+    return storable(text)
+
+
+def storable(text: str) -> str:
+    """`text` as a UTF-8 database's text columns take it: a NUL, or a lone surrogate (a file name
+    decoded with surrogateescape), would make the write fail and the job stay
+    reserved. Both become backslash escapes."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def handle_failure(
@@ -93,12 +99,39 @@ def handle_failure(
             return str(row[0])
         return None
 
-    failed_uuid = _with_database(worker, move)
+    try:
+        failed_uuid = _with_database(worker, move)
+    except (psycopg.OperationalError, OSError):
+        raise  # the worker is abandoning: the job comes back after its lease
+    except Exception as write_error:
+        # Not the database being away: every retry would fail the same way and the
+        # job stay reserved by a live worker. Move it without the hook's writes,
+        # with a message that cannot fail to store (a retry would run the hook again).
+        log.error("job.outcome_error", outcome_error=f"{type(write_error).__name__}: {write_error}", **fields)
+        plain = {**fence, "exception": _plain_description(exc, write_error)}
+        failed_uuid = _with_database(
+            worker, lambda conn: _first(conn.execute(queries.get("job_move_to_failed"), plain).fetchone())
+        )
     if failed_uuid is None:
         log.warning("job.lease_lost", **fields)
         return
     worker.completer.failed(claimed)
     log.error("job.failed", failed_uuid=failed_uuid, **fields)
+
+
+def _plain_description(exc: BaseException, write_error: Exception) -> str:
+    """The failure as ASCII text, with why it is not stored as usual: what the
+    fallback move writes when the usual one raised."""
+    text = (
+        f"{describe_exception(exc)}\n\n"
+        f"Soleil could not store this failure as usual ({type(write_error).__name__}: {write_error}):"
+        " the job was moved here without what its failed() hook wrote."
+    )
+    return text.replace("\x00", "\\x00").encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _first(row: tuple[Any, ...] | None) -> str | None:
+    return None if row is None else str(row[0])
 
 
 def _run_failed_hook(
