@@ -77,8 +77,16 @@ def handle_failure(
         return
 
     fence = {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt}
+    # The failed_jobs uuid and transaction id of the last move that reached its
+    # COMMIT: the row is gone when a retry follows a COMMIT whose reply was lost.
+    sent: dict[str, str] = {}
 
     def move(conn: psycopg.Connection[Any]) -> str | None:
+        if sent:
+            status = conn.execute(queries.get("transaction_status"), {"xid": sent["xid"]}).fetchone()
+            if status is not None and status[0] == "committed":
+                return sent["uuid"]
+            sent.clear()  # aborted, or still ending: the lock below waits for it
         error_text = describe_exception(exc)
         with conn.transaction():
             # The hook's effects outside the database cannot be rolled back: it must
@@ -96,6 +104,7 @@ def handle_failure(
             if row is None:
                 # The hook itself removed the row: its writes must not commit without the move.
                 raise psycopg.Rollback()
+            sent.update(uuid=str(row[0]), xid=str(row[1]))
             return str(row[0])
         return None
 

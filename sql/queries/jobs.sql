@@ -201,7 +201,9 @@ FOR UPDATE;
 
 -- name: job_move_to_failed :one
 -- After the last try: the row leaves soleil.jobs and enters soleil.failed_jobs in
--- one statement (and in the transaction of the job's failed() hook).
+-- one statement (and in the transaction of the job's failed() hook). Returns the
+-- transaction id too: when the connection fails around the COMMIT, the worker
+-- asks whether it committed (transaction_status) before calling the move lost.
 WITH moved AS (
     DELETE FROM soleil.jobs
     WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
@@ -209,7 +211,7 @@ WITH moved AS (
 )
 INSERT INTO soleil.failed_jobs (queue, job, payload, exception, attempts, priority, max_attempts, job_id)
 SELECT queue, job, payload, %(exception)s, attempts, priority, max_attempts, id FROM moved
-RETURNING uuid::text;
+RETURNING uuid::text, pg_current_xact_id()::text;
 
 -- name: job_release_many :rowcount
 -- Give back jobs that were claimed but never started (graceful stop): the

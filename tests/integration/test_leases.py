@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from structlog.testing import capture_logs
 
 from soleil.runner import PermanentFailure, Runner, Worker, WorkerOptions, lease
 from soleil.runner.claim import ClaimedJob, claim
@@ -176,11 +177,18 @@ def test_a_move_to_failed_jobs_retried_after_its_commit_reply_was_lost_runs_the_
                 lost.append(True)
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
 
+        worker.completer = Completer(worker.pool, holder)
         monkeypatch.setattr(worker.pool, "connection", reply_lost_once)
-        handle_failure(worker, claimed, EmailsOnFailure(), RuntimeError("card declined"), 1.0)
+        with capture_logs() as logs:
+            handle_failure(worker, claimed, EmailsOnFailure(), RuntimeError("card declined"), 1.0)
+        assert worker.completer.flush()
     assert lost, "the first move's reply was not lost"
     assert count_failed(conn) == 1 and count_jobs(conn) == 0
     assert EmailsOnFailure.sent == [(job_id, 1)], "failed() ran again for a move that had committed"
+    # The retry finds the move committed: the job failed, its lease was not lost.
+    events = [entry["event"] for entry in logs]
+    assert "job.failed" in events and "job.lease_lost" not in events, events
+    assert scalar(conn, "SELECT coalesce(sum(failed), 0) FROM soleil.queue_stats") == 1
 
 
 def test_a_stale_holders_retry_is_fenced_out_and_not_counted(
