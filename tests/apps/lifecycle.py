@@ -292,6 +292,21 @@ class EmailsOnFailure(Job):
         EmailsOnFailure.sent.append((ctx.job_id, ctx.attempt))
 
 
+class HookBreaksDeferred(Job):
+    """Fails for good; its failed() hook writes the same key twice into
+    public.deferred (created by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED),
+    so the move's COMMIT fails with a unique violation."""
+
+    name = "tests.hook_breaks_deferred"
+
+    def handle(self, ctx: JobContext) -> None:
+        raise PermanentFailure("payment refused")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.deferred (key) VALUES ('dup'), ('dup')")
+
+
 class InsertDeferred(Job):
     """Transactional, one try: records `key:attempt` in public.effects and `key` in
     public.deferred (created by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED).

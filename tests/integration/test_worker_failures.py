@@ -266,6 +266,22 @@ def test_an_outcome_that_cannot_be_written_still_moves_the_job_with_its_error(
     assert "job.outcome_error" in events and "job.failed" in events
 
 
+def test_a_hook_whose_writes_fail_the_moves_commit_still_leaves_the_job_in_failed_jobs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import HookBreaksDeferred
+
+    conn.execute("CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    job_id = runner.dispatch(HookBreaksDeferred())
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    exception = failed_row(conn, job_id)["exception"]
+    assert exception.startswith("PermanentFailure: payment refused")
+    assert "Soleil could not store this failure as usual (UniqueViolation:" in exception
+    assert scalar(conn, "SELECT count(*) FROM public.deferred") == 0, "the hook's writes are not committed"
+    assert count_jobs(conn) == 0
+
+
 def test_a_claim_that_fails_on_a_bad_row_ends_the_worker_at_once_and_loses_nothing(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
