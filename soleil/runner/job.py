@@ -66,7 +66,8 @@ class Job(BaseModel):
         raise NotImplementedError(f"{type(self).__name__}.handle() is not implemented")
 
     def failed(self, ctx: JobContext, exc: BaseException) -> None:
-        """Runs once, after the last try, in the transaction that moves the job to failed_jobs."""
+        """Runs once, after the last try, in the transaction that moves the job to
+        failed_jobs, once its row is locked for this attempt (see docs/guarantees.md)."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

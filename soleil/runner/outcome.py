@@ -34,8 +34,14 @@ def describe_exception(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(exc)).rstrip()
     text = f"{head}\n\n{trace}" if exc.__traceback__ is not None else head
-    # A text column cannot store NUL: the move would fail and the job stay reserved.
-    return text.replace("\x00", "\\x00")
+    return storable(text)
+
+
+def storable(text: str) -> str:
+    """`text` as a UTF-8 database's text columns take it: a NUL, or a lone surrogate (a file name
+    decoded with surrogateescape), would make the write fail and the job stay
+    reserved. Both become backslash escapes."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def handle_failure(
@@ -45,8 +51,9 @@ def handle_failure(
     exc: BaseException,
     duration_ms: float,
 ) -> None:
-    """Retry after the backoff while tries remain; otherwise run failed() and move
-    the job to failed_jobs in one transaction. Retries while the database is away."""
+    """Retry after the backoff while tries remain; otherwise, in one transaction,
+    lock the job's row for this attempt, run failed() and move the job to
+    failed_jobs (no row locked: no hook, no move). Retries while the database is away."""
     cls = worker.job_class_or_none(claimed.name)
     last_try = isinstance(exc, PERMANENT) or claimed.attempt >= claimed.max_attempts
     fields = {
@@ -69,34 +76,71 @@ def handle_failure(
         log.warning("job.retrying", retry_in=round(delay, 3), **fields)
         return
 
+    fence = {"id": claimed.id, "worker_id": worker.id, "attempts": claimed.attempt}
+    # The failed_jobs uuid and transaction id of the last move that reached its
+    # COMMIT: the row is gone when a retry follows a COMMIT whose reply was lost.
+    sent: dict[str, str] = {}
+
     def move(conn: psycopg.Connection[Any]) -> str | None:
+        if sent:
+            status = conn.execute(queries.get("transaction_status"), {"xid": sent["xid"]}).fetchone()
+            if status is not None and status[0] == "committed":
+                return sent["uuid"]
+            sent.clear()  # aborted, or still ending: the lock below waits for it
         error_text = describe_exception(exc)
         with conn.transaction():
+            # The hook's effects outside the database cannot be rolled back: it must
+            # not run for a job another worker holds now, nor again when a retry
+            # follows a move that committed but whose reply was lost.
+            if conn.execute(queries.get("job_lock_held"), fence).fetchone() is None:
+                return None
             if instance is not None:
                 hook_error = _run_failed_hook(worker, conn, claimed, instance, exc)
                 if hook_error is not None:
                     error_text += f"\n\nThe failed() hook raised too: {describe_exception(hook_error)}"
             row = conn.execute(
-                queries.get("job_move_to_failed"),
-                {
-                    "id": claimed.id,
-                    "worker_id": worker.id,
-                    "attempts": claimed.attempt,
-                    "exception": error_text,
-                },
+                queries.get("job_move_to_failed"), {**fence, "exception": error_text}
             ).fetchone()
             if row is None:
-                # The lease was lost: the hook's writes must not commit without the move.
+                # The hook itself removed the row: its writes must not commit without the move.
                 raise psycopg.Rollback()
+            sent.update(uuid=str(row[0]), xid=str(row[1]))
             return str(row[0])
         return None
 
-    failed_uuid = _with_database(worker, move)
+    try:
+        failed_uuid = _with_database(worker, move)
+    except (psycopg.OperationalError, OSError):
+        raise  # the worker is abandoning: the job comes back after its lease
+    except Exception as write_error:
+        # Not the database being away: every retry would fail the same way and the
+        # job stay reserved by a live worker. Move it without the hook's writes,
+        # with a message that cannot fail to store (a retry would run the hook again).
+        log.error("job.outcome_error", outcome_error=f"{type(write_error).__name__}: {write_error}", **fields)
+        plain = {**fence, "exception": _plain_description(exc, write_error)}
+        failed_uuid = _with_database(
+            worker, lambda conn: _first(conn.execute(queries.get("job_move_to_failed"), plain).fetchone())
+        )
     if failed_uuid is None:
         log.warning("job.lease_lost", **fields)
         return
     worker.completer.failed(claimed)
     log.error("job.failed", failed_uuid=failed_uuid, **fields)
+
+
+def _plain_description(exc: BaseException, write_error: Exception) -> str:
+    """The failure as ASCII text, with why it is not stored as usual: what the
+    fallback move writes when the usual one raised."""
+    text = (
+        f"{describe_exception(exc)}\n\n"
+        f"Soleil could not store this failure as usual ({type(write_error).__name__}: {write_error}):"
+        " the job was moved here without what its failed() hook wrote."
+    )
+    return text.replace("\x00", "\\x00").encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _first(row: tuple[Any, ...] | None) -> str | None:
+    return None if row is None else str(row[0])
 
 
 def _run_failed_hook(

@@ -142,7 +142,8 @@ class Runner:
 
         With `connection`, the row is written in that connection's open
         transaction: invisible until it commits, gone if it rolls back.
-        Higher `priority` runs first; `delay` (seconds) or `available_at` hold it back.
+        Higher `priority` runs first; `delay` (seconds, from this call, even in a
+        transaction that began earlier) or `available_at` hold it back.
         """
         row = dispatch.to_row(job, self.max_payload_bytes, queue)
         seconds = dispatch.timing(priority, delay)

@@ -10,11 +10,18 @@
 -- own): an idle worker then claims that row by its key (job_claim_notified).
 -- Inside a caller's transaction the payload stays the bare time, so that many
 -- dispatches there collapse into one notification per queue and due time.
+-- A delay counts from this statement (clock_timestamp()), not from the start of
+-- the caller's transaction (now()), which may be long past. A job without delay
+-- keeps now(): due at once either way, and one due time for all of them keeps
+-- their notifications collapsing.
 WITH inserted AS (
     INSERT INTO soleil.jobs (queue, job, payload, priority, max_attempts, available_at, unique_key)
     VALUES (
         %(queue)s, %(job)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
-        COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
+        COALESCE(
+            %(available_at)s::timestamptz,
+            CASE WHEN %(delay)s::float8 > 0 THEN clock_timestamp() + make_interval(secs => %(delay)s) ELSE now() END
+        ),
         %(unique_key)s
     )
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
@@ -29,12 +36,18 @@ FROM inserted;
 -- name: job_reserve_many :one
 -- The bulk path's one round trip before its COPY: a block of ids (COPY needs them
 -- up front, in order), the due time in the database's clock (as text, for the COPY
--- stream) and one wake-up per queue, which Postgres sends at commit.
+-- stream) and one wake-up per queue, which Postgres sends at commit. A delay
+-- counts from this statement, as in job_insert_one.
 SELECT (SELECT array_agg(nextval('soleil.jobs_id_seq')) FROM generate_series(1, %(count)s)) AS ids,
        due.at::text AS due_at,
        (SELECT count(pg_notify('soleil:' || q.name, extract(epoch FROM due.at)::text))
         FROM unnest(%(queues)s::text[]) AS q(name)) AS notified
-FROM (SELECT COALESCE(%(available_at)s::timestamptz, now() + make_interval(secs => %(delay)s)) AS at) due;
+FROM (
+    SELECT COALESCE(
+        %(available_at)s::timestamptz,
+        CASE WHEN %(delay)s::float8 > 0 THEN clock_timestamp() + make_interval(secs => %(delay)s) ELSE now() END
+    ) AS at
+) due;
 
 -- name: job_copy_in :none
 -- The bulk path: rows arrive by COPY with ids from job_reserve_many.
@@ -183,9 +196,21 @@ WITH retried AS (
 )
 SELECT id, pg_notify('soleil:' || queue, extract(epoch FROM available_at)::text) FROM retried;
 
+-- name: job_lock_held :one
+-- The first statement of the move to failed_jobs: locks the job's row while this
+-- worker still holds this attempt, so that the failed() hook runs only for a job
+-- that is still this worker's to fail (not one rescued and claimed elsewhere, nor
+-- one a move whose COMMIT reply was lost has already taken), and nothing can take
+-- the row between the hook and the move (the rescue skips locked rows).
+SELECT id FROM soleil.jobs
+WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
+FOR UPDATE;
+
 -- name: job_move_to_failed :one
 -- After the last try: the row leaves soleil.jobs and enters soleil.failed_jobs in
--- one statement (and in the transaction of the job's failed() hook).
+-- one statement (and in the transaction of the job's failed() hook). Returns the
+-- transaction id too: when the connection fails around the COMMIT, the worker
+-- asks whether it committed (transaction_status) before calling the move lost.
 WITH moved AS (
     DELETE FROM soleil.jobs
     WHERE id = %(id)s AND reserved_by = %(worker_id)s AND attempts = %(attempts)s
@@ -193,7 +218,7 @@ WITH moved AS (
 )
 INSERT INTO soleil.failed_jobs (queue, job, payload, exception, attempts, priority, max_attempts, job_id)
 SELECT queue, job, payload, %(exception)s, attempts, priority, max_attempts, id FROM moved
-RETURNING uuid::text;
+RETURNING uuid::text, pg_current_xact_id()::text;
 
 -- name: job_release_many :rowcount
 -- Give back jobs that were claimed but never started (graceful stop): the

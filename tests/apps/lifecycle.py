@@ -260,6 +260,53 @@ class RaisesNul(Job):
         raise PermanentFailure("bad byte \x00 in the input")
 
 
+class RaisesSurrogate(Job):
+    """Fails with a message holding a lone surrogate, as a file name read with
+    os.listdir() from bytes that are not UTF-8 does (surrogateescape)."""
+
+    name = "tests.raises_surrogate"
+
+    def handle(self, ctx: JobContext) -> None:
+        file_name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
+        raise PermanentFailure(f"cannot import {file_name}")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute(
+            "INSERT INTO public.hooks (job_id, error) VALUES (%s, 'hook ran')", (ctx.job_id,)
+        )
+
+
+class EmailsOnFailure(Job):
+    """Fails for good; its failed() hook stands for an email to the customer, an
+    effect outside the database that no rollback takes back: it appends to `sent`."""
+
+    name = "tests.emails_on_failure"
+    tries = 1
+    sent: ClassVar[list[tuple[int, int]]] = []
+
+    def handle(self, ctx: JobContext) -> None:
+        raise RuntimeError("card declined")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        EmailsOnFailure.sent.append((ctx.job_id, ctx.attempt))
+
+
+class HookBreaksDeferred(Job):
+    """Fails for good; its failed() hook writes the same key twice into
+    public.deferred (created by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED),
+    so the move's COMMIT fails with a unique violation."""
+
+    name = "tests.hook_breaks_deferred"
+
+    def handle(self, ctx: JobContext) -> None:
+        raise PermanentFailure("payment refused")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        assert ctx.connection is not None
+        ctx.connection.execute("INSERT INTO public.deferred (key) VALUES ('dup'), ('dup')")
+
+
 class InsertDeferred(Job):
     """Transactional, one try: records `key:attempt` in public.effects and `key` in
     public.deferred (created by the test, UNIQUE DEFERRABLE INITIALLY DEFERRED).

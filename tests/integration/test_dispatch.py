@@ -92,6 +92,33 @@ def test_a_dispatch_in_a_rolled_back_transaction_leaves_nothing(
     assert scalar(conn, "SELECT count(*) FROM public.effects") == 0
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["dispatch", "dispatch_many"])
+def test_a_delay_in_the_callers_transaction_counts_from_the_dispatch_not_the_transactions_start(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], many: bool
+) -> None:
+    conn.execute('LISTEN "soleil:default"')
+    with psycopg.connect(database_url) as caller:  # not autocommit: an open transaction
+        caller.execute("INSERT INTO public.effects (key) VALUES ('app write')")
+        # The caller's transaction has been open a while (its requests, its queries).
+        wait_for(
+            lambda: scalar(caller, "SELECT clock_timestamp() - now() > interval '300 ms'"),
+            what="the caller's transaction to be 300 ms old",
+        )
+        before = scalar(caller, "SELECT clock_timestamp()")
+        job_id: int | None
+        if many:
+            [job_id] = runner.dispatch_many([Record(tag="later")], delay=2.0, connection=caller)
+        else:
+            job_id = runner.dispatch(Record(tag="later"), delay=2.0, connection=caller)
+        caller.commit()
+    due = scalar(conn, "SELECT available_at FROM soleil.jobs WHERE id = %s", (job_id,))
+    early = f"due {(due - before).total_seconds():.3f} s after the dispatch"
+    assert due >= before + timedelta(seconds=2), early
+    # Idle workers schedule their wake-up by the notification: it must name the same time.
+    [note] = conn.notifies(timeout=2.0, stop_after=1)
+    assert float(note.payload) == pytest.approx(due.timestamp(), abs=1e-6)
+
+
 def test_a_unique_key_is_taken_while_queued_and_running_and_free_after_completion(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from structlog.testing import capture_logs
 
 from soleil.runner import PermanentFailure, Runner, Worker, WorkerOptions, lease
 from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.complete import Completer
 from soleil.runner.outcome import handle_failure
 from tests.apps.basic import Doomed, Record, Sleep
+from tests.apps.lifecycle import EmailsOnFailure
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
 HEARTBEAT = 0.5
@@ -136,6 +138,57 @@ def test_a_stale_holders_failed_hook_does_not_commit_when_its_move_is_fenced_out
     assert count_failed(conn) == 0
     assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0, "a fenced-out move committed its hook"
     assert scalar(conn, "SELECT reserved_by FROM soleil.jobs") == new
+
+
+def test_a_stale_holders_failed_hook_does_not_run_for_a_job_held_elsewhere(
+    runner: Runner, conn: psycopg.Connection[Any]
+) -> None:
+    # The hook's effects outside the database (an email) cannot be rolled back
+    # with a fenced-out move: the hook must not run at all.
+    EmailsOnFailure.sent.clear()
+    job_id = runner.dispatch(EmailsOnFailure())
+    claimed, old, new = rescued_and_reclaimed(conn, default_tries=1)
+    with stale_worker(runner, old) as stale:
+        handle_failure(stale, claimed, EmailsOnFailure(), RuntimeError("late failure"), 1.0)
+    assert EmailsOnFailure.sent == [], "the stale holder emailed about a job another worker holds"
+    assert count_failed(conn) == 0
+    row = conn.execute("SELECT reserved_by, attempts FROM soleil.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == (new, 2)
+
+
+def test_a_move_to_failed_jobs_retried_after_its_commit_reply_was_lost_runs_the_hook_once(
+    runner: Runner, conn: psycopg.Connection[Any], monkeypatch: Any
+) -> None:
+    EmailsOnFailure.sent.clear()
+    job_id = runner.dispatch(EmailsOnFailure())
+    holder = lease.register(conn, ["default"], 1)
+    [claimed] = claim(conn, queues=["default"], limit=1, worker_id=holder, default_tries=1)
+    with stale_worker(runner, holder) as worker:
+        pooled = worker.pool.connection
+        lost: list[bool] = []
+
+        @contextlib.contextmanager
+        def reply_lost_once(*args: Any, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
+            # The move's transaction commits, then the client sees the connection
+            # fail, as when the server's reply to COMMIT never arrives.
+            with pooled(*args, **kwargs) as connection:
+                yield connection
+            if not lost:
+                lost.append(True)
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        worker.completer = Completer(worker.pool, holder)
+        monkeypatch.setattr(worker.pool, "connection", reply_lost_once)
+        with capture_logs() as logs:
+            handle_failure(worker, claimed, EmailsOnFailure(), RuntimeError("card declined"), 1.0)
+        assert worker.completer.flush()
+    assert lost, "the first move's reply was not lost"
+    assert count_failed(conn) == 1 and count_jobs(conn) == 0
+    assert EmailsOnFailure.sent == [(job_id, 1)], "failed() ran again for a move that had committed"
+    # The retry finds the move committed: the job failed, its lease was not lost.
+    events = [entry["event"] for entry in logs]
+    assert "job.failed" in events and "job.lease_lost" not in events, events
+    assert scalar(conn, "SELECT coalesce(sum(failed), 0) FROM soleil.queue_stats") == 1
 
 
 def test_a_stale_holders_retry_is_fenced_out_and_not_counted(

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import psycopg
+from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import Record
@@ -214,6 +215,71 @@ def test_an_exception_message_with_a_nul_character_still_reaches_failed_jobs(
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
     assert failed_row(conn, job_id)["exception"].startswith("PermanentFailure: bad byte \\x00 in the input")
+
+
+def test_an_exception_message_with_a_lone_surrogate_still_reaches_failed_jobs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import RaisesSurrogate
+
+    job_id = runner.dispatch(RaisesSurrogate())
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    exception = failed_row(conn, job_id)["exception"]
+    assert exception.startswith("PermanentFailure: cannot import report-\\udcff.csv")
+    assert "Traceback (most recent call last)" in exception
+    assert conn.execute("SELECT job_id, error FROM public.hooks").fetchall() == [(job_id, "hook ran")]
+    assert count_jobs(conn) == 0
+
+
+def test_an_outcome_that_cannot_be_written_still_moves_the_job_with_its_error(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # The move fails once with an error that is not the database being away (a
+    # trigger stands for whatever refuses it): retrying the same write would
+    # fail the same way, and the job must not stay reserved by a live worker.
+    conn.execute(
+        """
+        CREATE SEQUENCE public.move_attempts;
+        CREATE FUNCTION public.refuse_move_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.move_attempts') = 1 THEN
+                RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_move_once BEFORE INSERT ON soleil.failed_jobs
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_move_once();
+        """
+    )
+    job_id = runner.dispatch(GivesUp())
+    with capture_logs() as logs:
+        start_worker()
+        wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    exception = failed_row(conn, job_id)["exception"]
+    assert exception.startswith("NotWorthIt: card declined")
+    assert "Soleil could not store this failure as usual (CheckViolation: refused by a trigger" in exception
+    assert count_jobs(conn) == 0
+    # The hook ran once, in the move that was refused: its writes went with it.
+    assert scalar(conn, "SELECT count(*) FROM public.hooks") == 0
+    events = [entry["event"] for entry in logs if entry.get("job_id") == job_id]
+    assert "job.outcome_error" in events and "job.failed" in events
+
+
+def test_a_hook_whose_writes_fail_the_moves_commit_still_leaves_the_job_in_failed_jobs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.apps.lifecycle import HookBreaksDeferred
+
+    conn.execute("CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    job_id = runner.dispatch(HookBreaksDeferred())
+    start_worker()
+    wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+    exception = failed_row(conn, job_id)["exception"]
+    assert exception.startswith("PermanentFailure: payment refused")
+    assert "Soleil could not store this failure as usual (UniqueViolation:" in exception
+    assert scalar(conn, "SELECT count(*) FROM public.deferred") == 0, "the hook's writes are not committed"
+    assert count_jobs(conn) == 0
 
 
 def test_a_claim_that_fails_on_a_bad_row_ends_the_worker_at_once_and_loses_nothing(
