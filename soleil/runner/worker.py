@@ -104,6 +104,12 @@ class Worker:
         # it could): only then may a single notified job be claimed by its key,
         # since with nothing else ready no queue or priority order can pick another.
         self._drained = False
+        # A claim whose connection broke may have committed without its reply
+        # arriving: its jobs would stay reserved by this live worker, out of every
+        # rescue's reach. The next claim first gives back whatever was reserved for
+        # this worker after the newest reservation a claim did return.
+        self._claim_reply_lost = False
+        self._newest_reserved: float | None = None  # database clock, epoch seconds
         self._handed_back: list[ClaimedJob] = []
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self.executors: list[Executor] = []
@@ -499,14 +505,27 @@ class Worker:
         wanted: int,
         job_id: int | None = None,
     ) -> list[ClaimedJob]:
-        if job_id is None:
-            jobs = claiming.claim(
-                conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
-            )
-        else:
-            jobs = claiming.claim_notified(
-                conn, job_id=job_id, queues=queues, worker_id=self.id, default_tries=self.options.tries
-            )
+        if self._claim_reply_lost:
+            released = claiming.release_lost_claim(conn, self.id, self._newest_reserved)
+            self._claim_reply_lost = False
+            if released:
+                log.warning("job.released", jobs=released, reason="a claim's reply was lost")
+        try:
+            if job_id is None:
+                jobs = claiming.claim(
+                    conn, queues=queues, limit=free, worker_id=self.id, default_tries=self.options.tries
+                )
+            else:
+                jobs = claiming.claim_notified(
+                    conn, job_id=job_id, queues=queues, worker_id=self.id, default_tries=self.options.tries
+                )
+        except (psycopg.OperationalError, OSError):
+            self._claim_reply_lost = True
+            raise
+        if jobs:
+            newest = max(job.reserved_epoch for job in jobs)
+            if self._newest_reserved is None or newest > self._newest_reserved:
+                self._newest_reserved = newest
         for job in jobs:  # executors start now, not after the look-up that may follow
             self._inbox.put(job)
         if len(jobs) < wanted:

@@ -10,7 +10,8 @@ import psycopg
 from structlog.testing import capture_logs
 
 from soleil.runner import Runner
-from tests.apps.basic import InsertRow, Sleep
+from soleil.runner import claim as claiming
+from tests.apps.basic import InsertRow, Record, Sleep
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
 TERMINATE_OTHERS = (
@@ -54,3 +55,27 @@ def test_a_worker_survives_all_its_connections_being_terminated(
     later = runner.dispatch(InsertRow(key="after"))
     wait_for(lambda: count_jobs(conn) == 0, what=f"job {later} after the cuts")
     assert not worker.stopping
+
+
+def test_a_claim_whose_reply_is_lost_gives_its_jobs_back_at_the_next_claim(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: Any
+) -> None:
+    # The connection breaks after the claim's COMMIT, before its reply: the rows
+    # are reserved by this worker, which never heard of them and keeps
+    # heartbeating, so no rescue frees them (before, they waited for its stop).
+    lost: list[int] = []
+
+    def reply_lost(real: Any, *args: Any, **kwargs: Any) -> Any:
+        jobs = real(*args, **kwargs)
+        if jobs and not lost:
+            lost.extend(job.id for job in jobs)
+            raise psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
+        return jobs
+
+    monkeypatch.setattr(claiming, "claim", functools.partial(reply_lost, claiming.claim))
+    monkeypatch.setattr(claiming, "claim_notified", functools.partial(reply_lost, claiming.claim_notified))
+    job_id = runner.dispatch(Record(tag="lost reply"))
+    start_worker(concurrency=1)
+    wait_for(lambda: count_jobs(conn) == 0, what="the job to run after all")
+    assert lost == [job_id]
+    assert conn.execute("SELECT attempt, tag FROM public.runs").fetchall() == [(1, "lost reply")]
