@@ -79,7 +79,12 @@ def rescue(conn: psycopg.Connection[Any], healthy_seconds: float) -> int:
         ).fetchall()
         for worker_id, host, pid in dead:
             log.warning("worker.lost", lost_worker_id=worker_id, host=host, pid=pid)
-        rescued = conn.execute(queries.get("job_rescue_orphans")).fetchall()
+        # Two statements: the second re-checks each locked row's holder against a
+        # snapshot taken after the lock (job_lock_orphans says why).
+        locked = [int(row[0]) for row in conn.execute(queries.get("job_lock_orphans"))]
+        rescued = (
+            conn.execute(queries.get("job_rescue_orphans"), {"ids": locked}).fetchall() if locked else []
+        )
     total = 0
     for queue, count, _ in rescued:
         total += int(count)
