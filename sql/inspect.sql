@@ -31,16 +31,17 @@ WHERE reserved_by IS NULL AND available_at <= now()
 ORDER BY queue, available_at, id;
 
 -- name: jobs_of_silent_workers :many
--- Jobs reserved by a worker that stopped heartbeating (adjust: 30 seconds is
--- a little over the default lease of 2 x 10 s) or whose worker row is gone.
+-- Jobs reserved by a worker silent for longer than its own lease (two of its
+-- heartbeat intervals, as the rescuers judge it) or whose worker row is gone.
 -- A live worker rescues these on its own; rows here for minutes mean no
 -- worker runs at all for that queue.
 SELECT j.id, j.queue, j.job, j.attempts, j.reserved_at, j.reserved_by,
-       w.host, w.pid, date_trunc('second', now() - w.heartbeat_at) AS silent_for
+       w.host, w.pid, date_trunc('second', now() - w.heartbeat_at) AS silent_for,
+       w.lease_seconds
 FROM soleil.jobs j
 LEFT JOIN soleil.workers w ON w.id = j.reserved_by
 WHERE j.reserved_by IS NOT NULL
-  AND (w.id IS NULL OR w.heartbeat_at < now() - interval '30 seconds')
+  AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => w.lease_seconds))
 ORDER BY j.reserved_at, j.id;
 
 -- name: failed_by_exception :many

@@ -1,6 +1,6 @@
 """Leases: a reserved job belongs to a live worker, and a worker is live while
 it heartbeats. Every worker also rescues: it removes workers silent for longer
-than the lease and puts their jobs back in their queues.
+than their own lease and puts their jobs back in their queues.
 
 The heartbeat is sent from the worker's main loop, not from a side thread, so a
 wedged loop stops heartbeating and its jobs come back (a side thread would
@@ -17,21 +17,41 @@ import psycopg
 import structlog
 
 from soleil.runner import queries
+from soleil.runner.options import WorkerOptions
 
 log = structlog.get_logger("soleil.lease")
 
+# The lease of a worker with the default --heartbeat (the column's default too).
+DEFAULT_LEASE_SECONDS = WorkerOptions().lease_seconds
 
-def register(conn: psycopg.Connection[Any], queues: list[str], concurrency: int) -> int:
+
+def register(
+    conn: psycopg.Connection[Any],
+    queues: list[str],
+    concurrency: int,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> int:
     row = conn.execute(
         queries.get("worker_register"),
-        {"host": socket.gethostname(), "pid": os.getpid(), "queues": queues, "concurrency": concurrency},
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": queues,
+            "concurrency": concurrency,
+            "lease_seconds": lease_seconds,
+        },
     ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def heartbeat(
-    conn: psycopg.Connection[Any], worker_id: int, queues: list[str], concurrency: int, running: int
+    conn: psycopg.Connection[Any],
+    worker_id: int,
+    queues: list[str],
+    concurrency: int,
+    running: int,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> bool:
     """Renew the lease. False when the worker had been declared dead meanwhile."""
     row = conn.execute(
@@ -43,18 +63,28 @@ def heartbeat(
             "queues": queues,
             "concurrency": concurrency,
             "running": running,
+            "lease_seconds": lease_seconds,
         },
     ).fetchone()
     return not (row is not None and row[0])
 
 
-def rescue(conn: psycopg.Connection[Any], lease_seconds: float) -> int:
-    """Remove silent workers and requeue the jobs nobody holds; returns how many."""
+def rescue(conn: psycopg.Connection[Any], healthy_seconds: float) -> int:
+    """Remove silent workers and requeue the jobs nobody holds; returns how many.
+    `healthy_seconds`: how long the caller has been heartbeating without a break;
+    workers with a longer lease are not judged yet (worker_remove_dead)."""
     with conn.transaction():
-        dead = conn.execute(queries.get("worker_remove_dead"), {"lease_seconds": lease_seconds}).fetchall()
+        dead = conn.execute(
+            queries.get("worker_remove_dead"), {"healthy_seconds": healthy_seconds}
+        ).fetchall()
         for worker_id, host, pid in dead:
             log.warning("worker.lost", lost_worker_id=worker_id, host=host, pid=pid)
-        rescued = conn.execute(queries.get("job_rescue_orphans")).fetchall()
+        # Two statements: the second re-checks each locked row's holder against a
+        # snapshot taken after the lock (job_lock_orphans says why).
+        locked = [int(row[0]) for row in conn.execute(queries.get("job_lock_orphans"))]
+        rescued = (
+            conn.execute(queries.get("job_rescue_orphans"), {"ids": locked}).fetchall() if locked else []
+        )
     total = 0
     for queue, count, _ in rescued:
         total += int(count)

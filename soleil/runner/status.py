@@ -42,6 +42,7 @@ class WorkerStatus:
     running: int
     started_at: datetime
     heartbeat_age_s: float
+    lease_s: float  # its own: silent for longer, it is declared dead
     paused: list[str]  # those of its queues that are paused
 
 

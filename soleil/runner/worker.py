@@ -271,12 +271,19 @@ class Worker:
             ) from None
         with self.pool.connection() as conn:
             check_schema(conn)
-            self.id = lease.register(conn, self.queues, self.options.concurrency)
-            lease.rescue(conn, self.options.lease_seconds)
+            self.id = lease.register(conn, self.queues, self.options.concurrency, self.options.lease_seconds)
+            # No unbroken heartbeat behind this worker yet (it may start just as the
+            # database comes back): this first rescue removes nobody, it only requeues
+            # jobs whose worker row is gone already.
+            lease.rescue(conn, healthy_seconds=0.0)
             state = control.read_state(conn, self.queues)
         self._paused = set(state.paused)
         self._restart_token = state.restart_token
         self._last_heartbeat = self._last_rescue = self._last_control = time.monotonic()
+        # Since when this worker has heartbeated without a break (None: broken now),
+        # and its last heartbeat that got through; see _unbroken_contact.
+        self._contact_since: float | None = self._last_heartbeat
+        self._last_beat_ok = self._last_heartbeat
         self._started_at = time.monotonic()
         self._last_watchdog = 0.0
         self._last_housekeeping = 0.0
@@ -705,13 +712,50 @@ class Worker:
     def _heartbeat(self) -> None:
         self._last_heartbeat = time.monotonic()
         try:
-            with self.pool.connection(timeout=5.0) as conn:
-                if not lease.heartbeat(conn, self.id, self.queues, self.options.concurrency, self.running):
-                    log.warning(
-                        "worker.lease_lost", worker_id=self.id, note="jobs this worker held were rescued"
-                    )
+            # Half an interval at most (but time to open a connection): a pool
+            # that gave up reconnecting during an outage does not serve a waiting
+            # heartbeat when the database comes back, and a longer wait would put
+            # off the next heartbeat past the lease.
+            with self.pool.connection(timeout=self._housekeeping_wait) as conn:
+                kept = lease.heartbeat(
+                    conn,
+                    self.id,
+                    self.queues,
+                    self.options.concurrency,
+                    self.running,
+                    self.options.lease_seconds,
+                )
         except (psycopg.Error, PoolTimeout, OSError) as exc:
+            self._contact_since = None
             log.warning("database.unavailable", during="heartbeat", error=str(exc).strip())
+            return
+        now = time.monotonic()
+        if not kept:
+            # Declared dead by another worker: whatever the reason, this worker's
+            # contact was not beyond doubt, so its count starts again.
+            self._contact_since = None
+            log.warning("worker.lease_lost", worker_id=self.id, note="jobs this worker held were rescued")
+        if self._contact_since is None or now - self._last_beat_ok > self.options.lease_seconds:
+            self._contact_since = now
+        self._last_beat_ok = now
+
+    @property
+    def _housekeeping_wait(self) -> float:
+        """How long a heartbeat or rescue waits for a pooled connection."""
+        return min(5.0, max(0.5, self.options.heartbeat_interval / 2))
+
+    def _unbroken_contact(self, now: float) -> float:
+        """Seconds this worker has been heartbeating without a break: 0 after a
+        failed heartbeat or rescue, a lost lease, or a silence longer than its
+        lease (a frozen process or a stalled loop saw nothing of the database).
+        The rescuer passes it to worker_remove_dead, which judges a worker only
+        once this is at least that worker's own lease: the exact bound per worker
+        (the largest lease among the others would be the blanket version). A
+        live worker cut off from the database as long as this one was has then
+        had a whole lease, two of its intervals, to heartbeat again."""
+        if self._contact_since is None or now - self._last_beat_ok > self.options.lease_seconds:
+            return 0.0
+        return now - self._contact_since
 
     @property
     def paused_queues(self) -> frozenset[str]:
@@ -739,11 +783,15 @@ class Worker:
 
     def _rescue(self) -> None:
         self._last_rescue = time.monotonic()
+        if self._contact_since is None:
+            return  # the heartbeat just failed: this rescue would wait on the pool for nothing
+        healthy = self._unbroken_contact(self._last_rescue)
         try:
-            with self.pool.connection(timeout=5.0) as conn:
-                if lease.rescue(conn, self.options.lease_seconds):
+            with self.pool.connection(timeout=self._housekeeping_wait) as conn:
+                if lease.rescue(conn, healthy):
                     self.wakeup.work_waiting()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
+            self._contact_since = None
             log.warning("database.unavailable", during="rescue", error=str(exc).strip())
 
     def _check_limits(self, now: float) -> None:

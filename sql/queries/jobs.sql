@@ -247,24 +247,35 @@ WITH released AS (
 )
 SELECT count(*) FROM released, LATERAL (SELECT pg_notify('soleil:' || released.queue, '0')) n;
 
--- name: job_rescue_orphans :many
+-- name: job_lock_orphans :many
 -- Jobs reserved by a worker that no longer has a row in soleil.workers (it
--- stopped heartbeating and was removed by worker_remove_dead) go back to their
--- queue now. Their attempt stays counted; a job with no tries left is failed as
--- "worker lost" by the next worker that claims it, which runs its failed() hook.
--- Rows locked by a live transaction (a transactional job running) are skipped.
-WITH orphans AS MATERIALIZED (
-    SELECT j.id
-    FROM soleil.jobs j
-    WHERE j.reserved_by IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM soleil.workers w WHERE w.id = j.reserved_by)
-    ORDER BY j.id
-    FOR UPDATE SKIP LOCKED
-), rescued AS (
+-- stopped heartbeating and was removed by worker_remove_dead): lock them for
+-- job_rescue_orphans, run next in the same transaction. Rows locked by a live
+-- transaction (a transactional job running) are skipped.
+-- Locking is not enough to decide: a row freed by another rescuer and claimed
+-- by a live worker after this statement's snapshot is locked all the same, as
+-- PostgreSQL's re-check of a concurrently updated row (EvalPlanQual) does not
+-- run NOT EXISTS again against a newer snapshot of soleil.workers.
+SELECT j.id
+FROM soleil.jobs j
+WHERE j.reserved_by IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM soleil.workers w WHERE w.id = j.reserved_by)
+ORDER BY j.id
+FOR UPDATE SKIP LOCKED;
+
+-- name: job_rescue_orphans :many
+-- The jobs job_lock_orphans locked go back to their queue now, unless their
+-- holder has a worker row after all. A statement of its own, so that this check
+-- reads a snapshot taken after the rows were locked: it sees the claim of any
+-- worker that took a row before the lock, and nobody can change the rows since.
+-- Their attempt stays counted; a job with no tries left is failed as "worker
+-- lost" by the next worker that claims it, which runs its failed() hook.
+WITH rescued AS (
     UPDATE soleil.jobs j
     SET reserved_by = NULL, reserved_at = NULL, available_at = now()
-    FROM orphans
-    WHERE j.id = orphans.id
+    WHERE j.id = ANY (%(ids)s::bigint[])
+      AND j.reserved_by IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM soleil.workers w WHERE w.id = j.reserved_by)
     RETURNING j.id, j.queue
 )
 SELECT r.queue, count(*) AS rescued, pg_notify('soleil:' || r.queue, '0') AS notified

@@ -59,8 +59,10 @@ ORDER BY k.queue;
 -- name: status_workers :many
 -- The registered workers; `paused` lists those of its queues that are paused
 -- (workers read soleil.queue_control every second, so this is what they obey).
+-- A worker whose heartbeat is older than its lease is about to be rescued.
 SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.running, w.started_at,
        extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age_s,
+       w.lease_seconds AS lease_s,
        ARRAY(SELECT c.queue FROM soleil.queue_control c
              WHERE c.paused AND c.queue = ANY(w.queues) ORDER BY c.queue) AS paused
 FROM soleil.workers w

@@ -2,26 +2,37 @@
 -- a worker holds) and the removal of workers that stopped heartbeating.
 
 -- name: worker_register :one
-INSERT INTO soleil.workers (host, pid, queues, concurrency)
-VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s)
+-- lease_seconds: how long this worker may stay silent before others rescue its jobs.
+INSERT INTO soleil.workers (host, pid, queues, concurrency, lease_seconds)
+VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(lease_seconds)s)
 RETURNING id;
 
 -- name: worker_heartbeat :one
 -- Renews the lease of every job this worker holds. Re-inserts the row (same id)
 -- when another worker removed it for being silent: this worker's old jobs were
 -- rescued already and their completions are fenced out.
-INSERT INTO soleil.workers (id, host, pid, queues, concurrency, running, heartbeat_at)
+INSERT INTO soleil.workers (id, host, pid, queues, concurrency, running, heartbeat_at, lease_seconds)
 OVERRIDING SYSTEM VALUE
-VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(running)s, now())
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(running)s, now(), %(lease_seconds)s)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), running = excluded.running, lease_seconds = excluded.lease_seconds
 RETURNING (xmax = 0) AS was_missing;
 
 -- name: worker_remove_dead :many
--- Workers silent for longer than the lease are gone; job_rescue_orphans then
--- frees their jobs in the same transaction.
-DELETE FROM soleil.workers
-WHERE heartbeat_at < now() - make_interval(secs => %(lease_seconds)s)
-RETURNING id, host, pid;
+-- Workers silent for longer than their own lease are gone; job_rescue_orphans
+-- then frees their jobs in the same transaction. Silence proves death only while
+-- the database could be reached all along, so a worker is kept:
+-- - while the server has been up for less than its lease: after a restart (or
+--   crash) nobody could heartbeat, whether or not this rescuer noticed it;
+-- - while its lease is longer than %(healthy_seconds)s, how long this rescuer
+--   itself has heartbeated without a break (Worker._rescue): a rescuer back
+--   from an outage or a network cut cannot tell a dead worker from one that was
+--   cut off too, until that worker has had a whole lease to heartbeat again.
+DELETE FROM soleil.workers w
+WHERE w.heartbeat_at < now() - make_interval(secs => w.lease_seconds)
+  AND w.lease_seconds <= %(healthy_seconds)s
+  AND pg_postmaster_start_time() < now() - make_interval(secs => w.lease_seconds)
+RETURNING w.id, w.host, w.pid;
 
 -- name: worker_unregister :none
 -- A worker that stops gracefully removes itself and gives back what it still holds.

@@ -53,13 +53,14 @@ def test_status_shows_queues_and_workers_and_never_the_password(
     assert lines[2].split()[:5] == ["QUEUE", "READY", "DELAYED", "RESERVED", "FAILED"]
     assert lines[3].split()[:5] == ["default", "0", "1", "0", "0"]
     assert lines[4].split()[:5] == ["mail", "0", "0", "0", "1"]
-    assert lines[6].split() == ["WORKER", "HOST", "PID", "QUEUES", "RUNNING", "HEARTBEAT", "PAUSED"]
+    assert lines[6].split() == ["WORKER", "HOST", "PID", "QUEUES", "RUNNING", "HEARTBEAT", "LEASE", "PAUSED"]
     assert f" {worker.pid} " in lines[7] and "default,mail" in lines[7] and lines[7].endswith("no")
+    assert " 20s " in lines[7], "the lease of the default --heartbeat"
 
     data = json.loads(processes.run("status", "--json", database_url=url).stdout)
     default = next(q for q in data["queues"] if q["queue"] == "default")
     assert (default["completed_1m"], default["delayed"], default["paused"]) == (2, 1, False)
-    assert [w["pid"] for w in data["workers"]] == [worker.pid]
+    assert [(w["pid"], w["lease_s"]) for w in data["workers"]] == [(worker.pid, 20.0)]
     for command in (["status"], ["status", "--json"], ["failed", "list"]):
         output = processes.run(*command, database_url=url)
         assert SECRET not in output.stdout + output.stderr

@@ -29,8 +29,9 @@ def reserve_to_dead_worker(
     dead = int(
         scalar(
             conn,
-            "INSERT INTO soleil.workers (host, pid, queues, concurrency, heartbeat_at)"
-            " VALUES ('gone-host', 999999, '{default}', 1, now() - interval '10 minutes') RETURNING id",
+            "INSERT INTO soleil.workers (host, pid, queues, concurrency, heartbeat_at, lease_seconds)"
+            " VALUES ('gone-host', 999999, '{default}', 1, now() - interval '10 minutes', %s) RETURNING id",
+            (2 * HEARTBEAT,),
         )
     )
     conn.execute(
@@ -49,7 +50,7 @@ def rescued_and_reclaimed(
     old = lease.register(conn, ["default"], 1)
     [claimed] = claim(conn, queues=["default"], limit=1, worker_id=old, default_tries=default_tries)
     conn.execute("UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (old,))
-    assert lease.rescue(conn, lease_seconds=1.0) == 1
+    assert lease.rescue(conn, healthy_seconds=3600.0) == 1
     new = lease.register(conn, ["default"], 1)
     claim(conn, queues=["default"], limit=1, worker_id=new, default_tries=default_tries)
     return claimed, old, new

@@ -97,7 +97,7 @@ class SimulatedWorker:
         self.unflushed: list[str] = []  # keys run successfully, completion still buffered
 
     def register(self, conn: psycopg.Connection[Any]) -> None:
-        self.worker.id = lease.register(conn, QUEUES, 1)
+        self.worker.id = lease.register(conn, QUEUES, 1, lease_seconds=60.0)
         self.worker.completer = Completer(self.worker.pool, self.worker.id)
         self.claimed, self.unflushed = [], []
 
@@ -280,7 +280,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule()
     def rescue(self) -> None:
-        lease.rescue(self.conn, lease_seconds=60.0)
+        lease.rescue(self.conn, healthy_seconds=60.0)
 
     @precondition(lambda self: bool(self.dead))
     @rule(data=st.data())

@@ -54,13 +54,13 @@ def test_a_job_whose_lease_was_lost_before_its_transaction_has_its_effects_once(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
     job_id = runner.dispatch(InsertRow(key="once"))
-    # Worker A claims the job, then goes silent: its row ages past the lease.
-    stale_id = lease.register(conn, ["default"], 1)
+    # Worker A claims the job, then goes silent: its row ages past its lease.
+    stale_id = lease.register(conn, ["default"], 1, lease_seconds=0.6)
     [stale_claim] = claim(conn, queues=["default"], limit=1, worker_id=stale_id, default_tries=3)
     conn.execute(
         "UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (stale_id,)
     )
-    # Worker B rescues it (at start-up) and runs it: attempt 2.
+    # Worker B rescues it (once it has heartbeated for A's lease) and runs it: attempt 2.
     start_worker()
     wait_for(lambda: count_jobs(conn) == 0, what="worker B to run the rescued job")
     assert scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (stale_id,)) == 0
@@ -79,7 +79,7 @@ def test_a_stale_holder_that_starts_first_cannot_commit_after_the_job_was_reclai
     [stale_claim] = claim(conn, queues=["default"], limit=1, worker_id=stale_id, default_tries=3)
     # The lease is lost and another worker re-claims the job before A starts it.
     conn.execute("DELETE FROM soleil.workers WHERE id = %s", (stale_id,))
-    lease.rescue(conn, lease_seconds=60)
+    lease.rescue(conn, healthy_seconds=60.0)
     other_id = lease.register(conn, ["default"], 1)
     [fresh_claim] = claim(conn, queues=["default"], limit=1, worker_id=other_id, default_tries=3)
     assert fresh_claim.attempt == 2
@@ -119,10 +119,13 @@ def test_a_transactional_job_running_when_its_worker_is_declared_dead_has_its_ef
         what="worker A to be inside the job's transaction",
     )
     conn.execute(
-        "UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (slow.id,)
+        "UPDATE soleil.workers SET heartbeat_at = now() - interval '1 hour', lease_seconds = 0.2"
+        " WHERE id = %s",
+        (slow.id,),
     )
-    # Worker B declares A dead at once, and keeps rescuing every 0.1 s while A's
-    # transaction holds the job row: the row is skipped, not handed out again.
+    # Worker B declares A dead once it has heartbeated for A's lease, and keeps
+    # rescuing every 0.1 s while A's transaction holds the job row: the row is
+    # skipped, not handed out again.
     rescuer = start_worker(heartbeat_interval=0.1)
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (slow.id,)) == 0)
     wait_for(lambda: count_jobs(conn) == 0, what="worker A to commit")

@@ -36,11 +36,11 @@ def render(snapshot: queue_status.Status) -> str:
     if snapshot.workers:
         worker_rows = [
             (w.id, w.host, w.pid, w.queues, f"{w.running}/{w.concurrency}",
-             f"{seconds(w.heartbeat_age_s)} ago", w.paused or "no")
+             f"{seconds(w.heartbeat_age_s)} ago", seconds(w.lease_s), w.paused or "no")
             for w in snapshot.workers
         ]  # fmt: skip
         lines.append(
-            table(["WORKER", "HOST", "PID", "QUEUES", "RUNNING", "HEARTBEAT", "PAUSED"], worker_rows)
+            table(["WORKER", "HOST", "PID", "QUEUES", "RUNNING", "HEARTBEAT", "LEASE", "PAUSED"], worker_rows)
         )
     else:
         lines.append("No workers.")
