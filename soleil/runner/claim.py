@@ -92,12 +92,10 @@ def next_due_epoch(conn: psycopg.Connection[Any], queues: list[str]) -> tuple[fl
     return row[0], row[1]
 
 
-def release_lost_claim(conn: psycopg.Connection[Any], worker_id: int, after: float | None) -> int:
-    """Give back what a claim whose reply was lost reserved: this worker's jobs
-    reserved after `after` (the newest reservation its claims returned)."""
-    row = conn.execute(
-        queries.get("job_release_lost_claim"), {"worker_id": worker_id, "after": after}
-    ).fetchone()
+def release_lost_claim(conn: psycopg.Connection[Any], worker_id: int) -> int:
+    """Give back what a claim whose reply was lost reserved: every job still
+    reserved for this worker, which must hold nothing else at that moment."""
+    row = conn.execute(queries.get("job_release_lost_claim"), {"worker_id": worker_id}).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -55,6 +55,7 @@ class Completer:
         self._batch = batch
         self._cond = threading.Condition()
         self._ids: list[int] = []
+        self._writing = 0  # jobs of the batch being written now
         self._attempts: list[int] = []
         self._stats: defaultdict[tuple[str, int], _Stat] = defaultdict(_Stat)
         self._stopping = False
@@ -98,8 +99,9 @@ class Completer:
 
     @property
     def pending(self) -> int:
+        """Completions not written yet, the batch being written included."""
         with self._cond:
-            return len(self._ids)
+            return len(self._ids) + self._writing
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -159,6 +161,7 @@ class Completer:
                 return True
             ids, attempts, stats = self._ids, self._attempts, self._stats
             self._ids, self._attempts, self._stats = [], [], defaultdict(_Stat)
+            self._writing = len(ids)
         try:
             with self._pool.connection() as conn:
                 conn.execute(queries.get("job_complete_many"), _params(self._worker_id, ids, attempts, stats))
@@ -168,7 +171,10 @@ class Completer:
                 self._ids[:0], self._attempts[:0] = ids, attempts
                 for key, stat in stats.items():
                     _merge(self._stats[key], stat)
+                self._writing = 0
             return False
+        with self._cond:
+            self._writing = 0
         self.flushed_batches += 1
         return True
 

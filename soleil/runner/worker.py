@@ -106,10 +106,9 @@ class Worker:
         self._drained = False
         # A claim whose connection broke may have committed without its reply
         # arriving: its jobs would stay reserved by this live worker, out of every
-        # rescue's reach. The next claim first gives back whatever was reserved for
-        # this worker after the newest reservation a claim did return.
+        # rescue's reach. They are given back at the first claim that finds the
+        # worker holding nothing else (_release_lost_claim), or at its stop.
         self._claim_reply_lost = False
-        self._newest_reserved: float | None = None  # database clock, epoch seconds
         self._handed_back: list[ClaimedJob] = []
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self.executors: list[Executor] = []
@@ -393,6 +392,9 @@ class Worker:
             log.error("completion.unflushed", jobs=self.completer.pending)
         try:
             with self.pool.connection(timeout=5.0) as conn:
+                if self._claim_reply_lost and not self.hard_stopped:
+                    # Drained and flushed: the worker holds nothing else now.
+                    self._release_lost_claim(conn, 0)
                 lease.unregister(conn, self.id)
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             log.warning("worker.unregister_failed", error=str(exc).strip())
@@ -486,6 +488,7 @@ class Worker:
             # Cleared before the paused set is read: a resume that lands meanwhile
             # sets it again, and the main loop looks once more.
             self.wakeup.work_ready = False
+            taken = free  # the slots reserved for this claim
             queues = self._claimable_queues()
             if self.options.max_jobs is not None:
                 free = min(free, self.options.max_jobs - self._claimed)
@@ -494,10 +497,10 @@ class Worker:
             wanted = free if expected is None else min(expected, free)
             by_key = job_id if self._drained else None
             if conn is not None:
-                jobs = self._claim_on(conn, queues, free, wanted, by_key)
+                jobs = self._claim_on(conn, queues, free, wanted, taken, by_key)
             else:
                 with self.pool.connection(timeout=MAIN_LOOP_POOL_WAIT_SECONDS) as pooled:
-                    jobs = self._claim_on(pooled, queues, free, wanted)
+                    jobs = self._claim_on(pooled, queues, free, wanted, taken)
             if by_key is None:
                 # A notification that found no free executor meanwhile set work_ready.
                 self._drained = len(jobs) < free and not self.wakeup.work_ready
@@ -510,13 +513,11 @@ class Worker:
         queues: list[str],
         free: int,
         wanted: int,
+        taken: int,
         job_id: int | None = None,
     ) -> list[ClaimedJob]:
         if self._claim_reply_lost:
-            released = claiming.release_lost_claim(conn, self.id, self._newest_reserved)
-            self._claim_reply_lost = False
-            if released:
-                log.warning("job.released", jobs=released, reason="a claim's reply was lost")
+            self._release_lost_claim(conn, taken)
         try:
             if job_id is None:
                 jobs = claiming.claim(
@@ -529,15 +530,25 @@ class Worker:
         except (psycopg.OperationalError, OSError):
             self._claim_reply_lost = True
             raise
-        if jobs:
-            newest = max(job.reserved_epoch for job in jobs)
-            if self._newest_reserved is None or newest > self._newest_reserved:
-                self._newest_reserved = newest
         for job in jobs:  # executors start now, not after the look-up that may follow
             self._inbox.put(job)
         if len(jobs) < wanted:
             self._look_up_next_due(conn, queues)
         return jobs
+
+    def _release_lost_claim(self, conn: psycopg.Connection[Any], claiming_now: int) -> None:
+        """Under the claim lock, so no claim adds jobs meanwhile. Only when the
+        worker holds nothing but the `claiming_now` slots of this claim and no
+        completion is left to write: every row reserved for it is then a lost
+        claim's, with no clock or id list to trust. Until then they wait."""
+        with self._slots:
+            holding = self._busy - claiming_now
+        if holding or self.completer.pending:
+            return
+        released = claiming.release_lost_claim(conn, self.id)
+        self._claim_reply_lost = False
+        if released:
+            log.warning("job.released", jobs=released, reason="a claim's reply was lost")
 
     def _look_up_next_due(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
         sent = time.time()

@@ -222,15 +222,14 @@ RETURNING uuid::text, pg_current_xact_id()::text;
 
 -- name: job_release_lost_claim :rowcount
 -- Give back the jobs of a claim whose reply never came (the connection broke
--- after its COMMIT): reserved by this worker after the newest job its claims
--- returned, which it alone can tell apart (claims of one worker are serialised,
--- and each reserves at its transaction's now()). Nobody would rescue them: the
--- worker is alive and heartbeats. The attempt the claim counted is returned.
+-- after its COMMIT). Nobody would rescue them: the worker is alive and
+-- heartbeats. Sent only while the worker holds nothing else (no job claimed,
+-- running or waiting for its completion to be written), so every row still
+-- reserved for it is such a job. The attempt the claim counted is returned.
 WITH released AS (
     UPDATE soleil.jobs j
     SET reserved_by = NULL, reserved_at = NULL, attempts = j.attempts - 1
     WHERE j.reserved_by = %(worker_id)s
-      AND j.reserved_at > COALESCE(to_timestamp(%(after)s::float8), '-infinity')
     RETURNING j.queue
 )
 SELECT count(*) FROM released, LATERAL (SELECT pg_notify('soleil:' || released.queue, '0')) n;

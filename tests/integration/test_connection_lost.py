@@ -7,10 +7,12 @@ import functools
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from soleil.runner import claim as claiming
+from soleil.runner import worker as worker_module
 from tests.apps.basic import InsertRow, Record, Sleep
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
@@ -57,25 +59,64 @@ def test_a_worker_survives_all_its_connections_being_terminated(
     assert not worker.stopping
 
 
-def test_a_claim_whose_reply_is_lost_gives_its_jobs_back_at_the_next_claim(
-    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: Any
-) -> None:
-    # The connection breaks after the claim's COMMIT, before its reply: the rows
-    # are reserved by this worker, which never heard of them and keeps
-    # heartbeating, so no rescue frees them (before, they waited for its stop).
+def lose_reply_of_claim(monkeypatch: Any, which: Any) -> list[int]:
+    """Make the claim that reserves a job for which `which(job)` holds raise as if its
+    connection broke after the COMMIT (once); returns the ids that claim reserved."""
     lost: list[int] = []
 
     def reply_lost(real: Any, *args: Any, **kwargs: Any) -> Any:
         jobs = real(*args, **kwargs)
-        if jobs and not lost:
+        if not lost and any(which(job) for job in jobs):
             lost.extend(job.id for job in jobs)
             raise psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
         return jobs
 
     monkeypatch.setattr(claiming, "claim", functools.partial(reply_lost, claiming.claim))
     monkeypatch.setattr(claiming, "claim_notified", functools.partial(reply_lost, claiming.claim_notified))
+    return lost
+
+
+def test_a_claim_whose_reply_is_lost_gives_its_jobs_back_once_the_worker_holds_nothing_else(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: Any
+) -> None:
+    # The rows are reserved by this worker, which never heard of them and keeps
+    # heartbeating, so no rescue frees them (before, they waited for its stop).
+    # The job it does hold meanwhile runs once and is not given back.
+    lost = lose_reply_of_claim(monkeypatch, lambda job: job.name == "tests.record")
+    # Reservation times then travel rounded to 10 µs: nothing may depend on them.
+    rounded = sql.SQL("ALTER DATABASE {} SET extra_float_digits = 0")
+    conn.execute(rounded.format(sql.Identifier(conn.info.dbname)))
+    start_worker(concurrency=2)
+    held = runner.dispatch(Sleep(seconds=1.0, tag="held"))
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM public.runs"), what="the held job to start")
+    lost_id = runner.dispatch(Record(tag="lost reply"))
+    wait_for(lambda: count_jobs(conn) == 0, what="both jobs to run")
+    assert lost == [lost_id]
+    runs = conn.execute("SELECT job_id, attempt, tag FROM public.runs ORDER BY id").fetchall()
+    assert runs == [(held, 1, "start:held"), (held, 1, "end:held"), (lost_id, 1, "lost reply")]
+
+
+def test_a_claim_whose_reply_is_lost_just_before_a_stop_gives_its_jobs_back_with_their_try(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: Any
+) -> None:
+    # With one try, a job given back with its try used would fail unrun.
+    lost = lose_reply_of_claim(monkeypatch, lambda job: True)
+    monkeypatch.setattr(worker_module.Worker, "_release_lost_claim", stop_instead)
     job_id = runner.dispatch(Record(tag="lost reply"))
-    start_worker(concurrency=1)
-    wait_for(lambda: count_jobs(conn) == 0, what="the job to run after all")
-    assert lost == [job_id]
-    assert conn.execute("SELECT attempt, tag FROM public.runs").fetchall() == [(1, "lost reply")]
+    worker = start_worker(concurrency=1)
+    wait_for(lambda: bool(lost) and worker.stopping, what="the lost claim and the stop")
+    monkeypatch.undo()
+    assert worker.join(20) and worker.exit_code == 0
+    assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [(job_id, 0, None)]
+    assert scalar(conn, "SELECT count(*) FROM public.runs") == 0
+
+
+def stop_instead(self: Any, conn: Any, taken: int) -> None:
+    """The worker is told to stop before any claim can give the lost jobs back."""
+    if taken:
+        self.request_stop("test")
+    else:
+        RELEASE(self, conn, taken)
+
+
+RELEASE = worker_module.Worker._release_lost_claim

@@ -36,9 +36,7 @@ def queue() -> None:
 @queue.command()
 @click.argument("name", metavar="QUEUE", callback=_queue)
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True
-)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True)
 @pass_context
 def clear(ctx: Context, name: str, force: bool, chunk_size: int) -> None:
     """Delete every job of QUEUE, running ones included (failed jobs stay)."""
