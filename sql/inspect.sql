@@ -41,7 +41,8 @@ SELECT j.id, j.queue, j.job, j.attempts, j.reserved_at, j.reserved_by,
 FROM soleil.jobs j
 LEFT JOIN soleil.workers w ON w.id = j.reserved_by
 WHERE j.reserved_by IS NOT NULL
-  AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => w.lease_seconds))
+  -- no lease_seconds: a worker of the code before migration 0006, default --heartbeat assumed
+  AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => COALESCE(w.lease_seconds, 20)))
 ORDER BY j.reserved_at, j.id;
 
 -- name: failed_by_exception :many

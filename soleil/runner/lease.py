@@ -21,6 +21,8 @@ from soleil.runner.options import WorkerOptions
 
 log = structlog.get_logger("soleil.lease")
 
+DEFAULT_LEASE_SECONDS = 20.0  # two intervals of the default --heartbeat
+
 # The lease of a worker with the default --heartbeat (the column's default too).
 DEFAULT_LEASE_SECONDS = WorkerOptions().lease_seconds
 
@@ -69,13 +71,16 @@ def heartbeat(
     return not (row is not None and row[0])
 
 
-def rescue(conn: psycopg.Connection[Any], healthy_seconds: float) -> int:
+def rescue(
+    conn: psycopg.Connection[Any], healthy_seconds: float, own_lease: float = DEFAULT_LEASE_SECONDS
+) -> int:
     """Remove silent workers and requeue the jobs nobody holds; returns how many.
     `healthy_seconds`: how long the caller has been heartbeating without a break;
-    workers with a longer lease are not judged yet (worker_remove_dead)."""
+    workers with a longer lease are not judged yet (worker_remove_dead).
+    `own_lease`: the caller's, for workers that wrote none (older code)."""
     with conn.transaction():
         dead = conn.execute(
-            queries.get("worker_remove_dead"), {"healthy_seconds": healthy_seconds}
+            queries.get("worker_remove_dead"), {"healthy_seconds": healthy_seconds, "own_lease": own_lease}
         ).fetchall()
         for worker_id, host, pid in dead:
             log.warning("worker.lost", lost_worker_id=worker_id, host=host, pid=pid)

@@ -42,7 +42,7 @@ class WorkerStatus:
     running: int
     started_at: datetime
     heartbeat_age_s: float
-    lease_s: float  # its own: silent for longer, it is declared dead
+    lease_s: float | None  # its own: silent for longer, it is declared dead (None: older code)
     paused: list[str]  # those of its queues that are paused
 
 

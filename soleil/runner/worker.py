@@ -274,7 +274,7 @@ class Worker:
             # No unbroken heartbeat behind this worker yet (it may start just as the
             # database comes back): this first rescue removes nobody, it only requeues
             # jobs whose worker row is gone already.
-            lease.rescue(conn, healthy_seconds=0.0)
+            lease.rescue(conn, healthy_seconds=0.0, own_lease=self.options.lease_seconds)
             state = control.read_state(conn, self.queues)
         self._paused = set(state.paused)
         self._restart_token = state.restart_token
@@ -450,6 +450,7 @@ class Worker:
                 db_backoff = 0.1
             except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
                 self._return_slots(free)
+                self._contact_since = None  # as for a failed heartbeat (_unbroken_contact)
                 log.warning(
                     "database.unavailable", during="claim", error=str(exc).strip(), retry_in=db_backoff
                 )
@@ -780,6 +781,7 @@ class Worker:
             with self.pool.connection(timeout=1.0) as conn:
                 state = control.read_state(conn, self.queues)
         except (psycopg.Error, PoolTimeout, OSError) as exc:
+            self._contact_since = None  # an outage between heartbeats counts too
             log.debug("database.unavailable", during="control", error=str(exc).strip())
             return
         if state.paused != self._paused:
@@ -799,7 +801,7 @@ class Worker:
         healthy = self._unbroken_contact(self._last_rescue)
         try:
             with self.pool.connection(timeout=self._housekeeping_wait) as conn:
-                if lease.rescue(conn, healthy):
+                if lease.rescue(conn, healthy, self.options.lease_seconds):
                     self.wakeup.work_waiting()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             self._contact_since = None

@@ -28,10 +28,12 @@ RETURNING (xmax = 0) AS was_missing;
 --   itself has heartbeated without a break (Worker._rescue): a rescuer back
 --   from an outage or a network cut cannot tell a dead worker from one that was
 --   cut off too, until that worker has had a whole lease to heartbeat again.
+-- A worker of the code before migration 0006 has no lease of its own written:
+-- it is judged by the rescuer's, %(own_lease)s, as before.
 DELETE FROM soleil.workers w
-WHERE w.heartbeat_at < now() - make_interval(secs => w.lease_seconds)
-  AND w.lease_seconds <= %(healthy_seconds)s
-  AND pg_postmaster_start_time() < now() - make_interval(secs => w.lease_seconds)
+WHERE w.heartbeat_at < now() - make_interval(secs => COALESCE(w.lease_seconds, %(own_lease)s))
+  AND COALESCE(w.lease_seconds, %(own_lease)s) <= %(healthy_seconds)s
+  AND pg_postmaster_start_time() < now() - make_interval(secs => COALESCE(w.lease_seconds, %(own_lease)s))
 RETURNING w.id, w.host, w.pid;
 
 -- name: worker_unregister :none

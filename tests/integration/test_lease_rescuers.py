@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from soleil.runner import Job, JobContext, Runner, Worker, WorkerOptions, lease
+from soleil.runner import Job, JobContext, Runner, Worker, WorkerOptions, control, lease
 from tests.apps.basic import Record, record
 from tests.conftest import FAST
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
@@ -283,3 +283,51 @@ def test_live_workers_keep_their_jobs_through_an_outage_longer_than_their_lease(
         others.close()
     assert sorted(runs(conn)) == sorted([(j, 1, tag) for j in job_ids for tag in ("start", "end")])
     assert count_failed(conn) == 0
+
+
+def test_a_worker_of_older_code_without_a_lease_of_its_own_is_judged_by_the_rescuers(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Written the way workers did before migration 0006: no lease_seconds. A
+    # default would judge a fleet running --heartbeat 30 (a 60 s lease) by 20 s.
+    old = int(
+        scalar(
+            conn,
+            "INSERT INTO soleil.workers (host, pid, queues, concurrency, heartbeat_at)"
+            " VALUES ('old-code', 999998, '{default}', 1, now() - interval '25 seconds') RETURNING id",
+        )
+    )
+    lease.rescue(conn, healthy_seconds=3600.0, own_lease=60.0)
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (old,)) == 1
+    lease.rescue(conn, healthy_seconds=3600.0, own_lease=20.0)
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (old,)) == 0
+
+
+def test_a_rescuer_that_lost_the_database_between_its_heartbeats_removes_nobody_yet(
+    conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its heartbeats all went through, but its control reads (one a second) did
+    # not: an outage shorter than a heartbeat interval, which a worker with a
+    # longer lease than this one's interval may not have recovered from yet.
+    silent = silent_worker(conn, lease_seconds=1.5, silent_for=3600)
+    worker = start_worker(heartbeat_interval=0.3)
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("connection refused (simulated)")
+
+    monkeypatch.setattr(control, "read_state", unreachable)
+    first = scalar(conn, "SELECT heartbeat_at FROM soleil.workers WHERE id = %s", (worker.id,))
+    wait_for(
+        lambda: scalar(
+            conn,
+            "SELECT heartbeat_at > %s + interval '3 s' FROM soleil.workers WHERE id = %s",
+            (first, worker.id),
+        ),
+        what="three seconds of the rescuer's heartbeats",
+    )
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (silent,)) == 1
+    monkeypatch.undo()
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM soleil.workers WHERE id = %s", (silent,)) == 0,
+        what="the silent worker's removal once contact is unbroken for its lease",
+    )

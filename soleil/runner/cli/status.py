@@ -36,7 +36,8 @@ def render(snapshot: queue_status.Status) -> str:
     if snapshot.workers:
         worker_rows = [
             (w.id, w.host, w.pid, w.queues, f"{w.running}/{w.concurrency}",
-             f"{seconds(w.heartbeat_age_s)} ago", seconds(w.lease_s), w.paused or "no")
+             f"{seconds(w.heartbeat_age_s)} ago", "-" if w.lease_s is None else seconds(w.lease_s),
+             w.paused or "no")
             for w in snapshot.workers
         ]  # fmt: skip
         lines.append(
