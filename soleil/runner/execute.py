@@ -37,6 +37,7 @@ from soleil.runner import db, transaction
 from soleil.runner.claim import ClaimedJob
 from soleil.runner.errors import JobTimeout, LeaseLost, WorkerLost
 from soleil.runner.job import Job, load_payload
+from soleil.runner.options import INT4_MAX
 from soleil.runner.outcome import handle_failure
 
 if TYPE_CHECKING:
@@ -385,8 +386,8 @@ class Executor:
         return transaction.Fence(
             tuple((claimed.id, claimed.attempt) for claimed in jobs),
             self.worker.id,
-            int(timeout * 1000),
-            int(idle * 1000),
+            _milliseconds(timeout),
+            _milliseconds(idle),
             joining=joining,
         )
 
@@ -507,6 +508,12 @@ class Executor:
             unstarted = list(self._taken)
             self._taken.clear()
             return current, pid, grouped, unstarted
+
+
+def _milliseconds(seconds: float) -> int:
+    """A timeout as PostgreSQL's integer milliseconds: a job's timeout has no upper
+    bound, and past about 24.8 days set_config would refuse it, failing every fence."""
+    return min(int(seconds * 1000), INT4_MAX)
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

@@ -174,3 +174,20 @@ def test_a_transactional_jobs_statements_are_bounded_by_its_timeout(
     start_worker()
     wait_for(lambda: count_jobs(conn) == 0, what="the job to complete")
     assert scalar(conn, "SELECT key FROM public.effects") == "7s"
+
+
+class InsertRowForAMonth(InsertRow):
+    """A transactional job whose timeout is past PostgreSQL's integer milliseconds."""
+
+    name = "tests.insert_row_for_a_month"
+    timeout = 31 * 24 * 3600
+
+
+def test_a_transactional_job_with_a_timeout_of_a_month_runs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    runner.dispatch(InsertRowForAMonth(key="month"))
+    start_worker(concurrency=1)
+    wait_for(lambda: count_jobs(conn) == 0, what="the job to run")
+    assert count_failed(conn) == 0
+    assert scalar(conn, "SELECT count(*) FROM public.effects WHERE key = 'month'") == 1
