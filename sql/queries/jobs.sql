@@ -29,7 +29,12 @@ WITH inserted AS (
 )
 SELECT id, pg_notify(
     'soleil:' || queue,
-    extract(epoch FROM available_at)::text || CASE WHEN %(name_job)s THEN ':' || id ELSE '' END
+    CASE WHEN %(name_job)s THEN extract(epoch FROM available_at)::text || ':' || id
+    -- In a caller's transaction equal payloads collapse into one notification at
+    -- COMMIT; delayed jobs there are each due at their own clock_timestamp(), so
+    -- they announce it rounded down to a tenth of a second. A worker woken that
+    -- little early finds nothing due and looks the exact time up.
+    ELSE (floor(extract(epoch FROM available_at) * 10) / 10)::text END
 )
 FROM inserted;
 
