@@ -138,7 +138,8 @@ def test_a_worker_just_started_removes_nobody_before_it_has_heartbeated_for_thei
     assert waited >= 2.0, (
         f"rescued {waited:.2f} s after the rescuer started, before the silent worker's lease"
     )
-    assert waited < 2.0 + 1.5, f"rescued only {waited:.2f} s after the rescuer started"
+    # Soon after (a rescue every 0.2 s), with room for a loaded machine.
+    assert waited < 2.0 + 5.0, f"rescued only {waited:.2f} s after the rescuer started"
     assert silent not in workers_left(conn)
 
 
