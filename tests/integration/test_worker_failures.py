@@ -30,6 +30,25 @@ def run_times(conn: psycopg.Connection[Any], job_id: int | None) -> list[Any]:
     return [r[0] for r in conn.execute("SELECT at FROM public.runs WHERE job_id = %s ORDER BY id", (job_id,))]
 
 
+
+def fail_first_move(conn: psycopg.Connection[Any], message: str, errcode: str) -> None:
+    """A trigger makes the first move to failed_jobs raise `message` with `errcode`;
+    public.move_attempts counts the moves tried (sequences ignore rollbacks)."""
+    conn.execute(
+        f"""
+        CREATE SEQUENCE public.move_attempts;
+        CREATE FUNCTION public.fail_first_move() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.move_attempts') = 1 THEN
+                RAISE EXCEPTION '{message}' USING ERRCODE = '{errcode}';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_first_move BEFORE INSERT ON soleil.failed_jobs
+            FOR EACH ROW EXECUTE FUNCTION public.fail_first_move();
+        """
+    )
+
 def test_a_failing_job_is_retried_with_backoff_then_moved_to_failed_jobs(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
@@ -90,20 +109,7 @@ def test_the_hooks_writes_commit_only_with_the_move_to_failed_jobs(
 ) -> None:
     # A trigger makes the move itself fail once: the hook's write must vanish with it,
     # and the retried move must run the hook again and commit both.
-    conn.execute(
-        """
-        CREATE SEQUENCE public.move_attempts;  -- sequences ignore rollbacks: a counter that sticks
-        CREATE FUNCTION public.fail_move_once() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF nextval('public.move_attempts') = 1 THEN
-                RAISE EXCEPTION 'simulated connection loss' USING ERRCODE = '08006';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER fail_move_once BEFORE INSERT ON soleil.failed_jobs
-            FOR EACH ROW EXECUTE FUNCTION public.fail_move_once();
-        """
-    )
+    fail_first_move(conn, "simulated connection loss", "08006")
     job_id = runner.dispatch(GivesUp())
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to fail")
@@ -238,20 +244,7 @@ def test_an_outcome_that_cannot_be_written_still_moves_the_job_with_its_error(
     # The move fails once with an error that is not the database being away (a
     # trigger stands for whatever refuses it): retrying the same write would
     # fail the same way, and the job must not stay reserved by a live worker.
-    conn.execute(
-        """
-        CREATE SEQUENCE public.move_attempts;
-        CREATE FUNCTION public.refuse_move_once() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF nextval('public.move_attempts') = 1 THEN
-                RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'check_violation';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER refuse_move_once BEFORE INSERT ON soleil.failed_jobs
-            FOR EACH ROW EXECUTE FUNCTION public.refuse_move_once();
-        """
-    )
+    fail_first_move(conn, "refused by a trigger", "check_violation")
     job_id = runner.dispatch(GivesUp())
     with capture_logs() as logs:
         start_worker()
