@@ -513,7 +513,8 @@ class Executor:
 def _milliseconds(seconds: float) -> int:
     """A timeout as PostgreSQL's integer milliseconds: a job's timeout has no upper
     bound, and past about 24.8 days set_config would refuse it, failing every fence."""
-    return min(int(seconds * 1000), INT4_MAX)
+    milliseconds = seconds * 1000
+    return int(milliseconds) if milliseconds < INT4_MAX else INT4_MAX  # inf included
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

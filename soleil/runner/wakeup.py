@@ -51,7 +51,12 @@ class Wakeup:
         """The next-due look-up's answer, `sent` being the local time it was sent."""
         # The database read its clock between sending and receiving: take the midpoint.
         self.clock_offset = db_now - (sent + time.time()) / 2
-        self.next_due = None if due_epoch is None else due_epoch - self.clock_offset
+        previous, self.next_due = self.next_due, None if due_epoch is None else due_epoch - self.clock_offset
+        if self.next_due is not None and (previous is None or self.next_due < previous):
+            # Learned on the listener's thread, the main loop sleeps on the time it
+            # knew: a job due sooner (announced a little early, then not yet found)
+            # would wait for its next tick.
+            self.event.set()
 
     def due_in(self) -> float | None:
         return None if self.next_due is None else self.next_due - time.time()

@@ -7,6 +7,7 @@ import queue
 from typing import Any
 
 import psycopg
+import pytest
 
 from soleil.runner import Runner, WorkerOptions, lease
 from soleil.runner.claim import ClaimedJob, claim
@@ -183,11 +184,21 @@ class InsertRowForAMonth(InsertRow):
     timeout = 31 * 24 * 3600
 
 
-def test_a_transactional_job_with_a_timeout_of_a_month_runs(
-    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+class InsertRowWithoutEnd(InsertRow):
+    """A transactional job whose timeout is infinite."""
+
+    name = "tests.insert_row_without_end"
+    timeout = float("inf")
+
+
+@pytest.mark.parametrize("job_class", [InsertRowForAMonth, InsertRowWithoutEnd], ids=["month", "infinite"])
+def test_a_transactional_job_with_a_timeout_past_postgresqls_integers_runs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, job_class: type[InsertRow]
 ) -> None:
-    runner.dispatch(InsertRowForAMonth(key="month"))
-    start_worker(concurrency=1)
-    wait_for(lambda: count_jobs(conn) == 0, what="the job to run")
+    # Plain jobs before and after: a chain sends the next job's fence with the
+    # COMMIT of the one before, which must not fail for the next one's setting.
+    runner.dispatch_many([InsertRow(key="before"), job_class(key="long"), InsertRow(key="after")])
+    start_worker(concurrency=1, prefetch=2)
+    wait_for(lambda: count_jobs(conn) == 0, what="the jobs to run")
     assert count_failed(conn) == 0
-    assert scalar(conn, "SELECT count(*) FROM public.effects WHERE key = 'month'") == 1
+    assert sorted(r[0] for r in conn.execute("SELECT key FROM public.effects")) == ["after", "before", "long"]

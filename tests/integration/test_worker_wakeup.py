@@ -108,6 +108,25 @@ def test_a_job_due_a_few_ms_after_its_notification_is_not_left_for_the_poll(
         assert time.monotonic() - dispatched < PICKUP_SECONDS
 
 
+def test_a_job_due_shortly_after_its_rounded_notification_is_not_left_for_the_tick(
+    runner: Runner, database_url: str, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    """Dispatched in a caller's transaction, a delayed job announces its due time
+    rounded down to a tenth of a second: the listener claims too early, finds
+    nothing, and looks the exact time up; the main loop must wake for it then."""
+    idle_worker(conn, start_worker, heartbeat_interval=2.0)  # its tick: 0.5 s
+    late: list[float] = []
+    for tag in ("first", "second", "third", "fourth", "fifth"):
+        before = scalar(conn, "SELECT clock_timestamp()")
+        with psycopg.connect(database_url) as caller:
+            runner.dispatch(Record(tag=tag), delay=0.05, connection=caller)
+        wait_for(lambda: count_jobs(conn) == 0, timeout=5.0, what=f"job {tag}")
+        started = scalar(conn, "SELECT at FROM public.runs WHERE tag = %s", (tag,))
+        late.append((started - before).total_seconds() - 0.05)
+    # Left for the main loop's tick (0.5 s), most of these were 0.1-0.5 s late.
+    assert max(late) < 0.25, late
+
+
 def test_a_job_dispatched_in_a_transaction_is_picked_up_at_commit(
     runner: Runner, database_url: str, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
