@@ -23,6 +23,12 @@ from psycopg import conninfo, sql
 
 from soleil.runner import Runner, Worker, WorkerOptions
 
+# A suite started in the background by a non-interactive shell (`cmd &`) has
+# SIGINT ignored, and so would every CLI process it starts: their Ctrl-C tests
+# would hang. Given a handler here, the children start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 ADMIN_URL = os.environ.get("SOLEIL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
 
