@@ -21,9 +21,7 @@ from soleil.runner.options import WorkerOptions
 
 log = structlog.get_logger("soleil.lease")
 
-DEFAULT_LEASE_SECONDS = 20.0  # two intervals of the default --heartbeat
-
-# The lease of a worker with the default --heartbeat (the column's default too).
+# The lease of a worker with the default --heartbeat.
 DEFAULT_LEASE_SECONDS = WorkerOptions().lease_seconds
 
 

@@ -136,7 +136,7 @@ def _plain_description(exc: BaseException, write_error: Exception) -> str:
         f"Soleil could not store this failure as usual ({type(write_error).__name__}: {write_error}):"
         " the job was moved here without what its failed() hook wrote."
     )
-    return text.replace("\x00", "\\x00").encode("ascii", "backslashreplace").decode("ascii")
+    return storable(text).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _first(row: tuple[Any, ...] | None) -> str | None:

@@ -747,7 +747,7 @@ class Worker:
             # contact was not beyond doubt, so its count starts again.
             self._contact_since = None
             log.warning("worker.lease_lost", worker_id=self.id, note="jobs this worker held were rescued")
-        if self._contact_since is None or now - self._last_beat_ok > self.options.lease_seconds:
+        if self._contact_broken(now):
             self._contact_since = now
         self._last_beat_ok = now
 
@@ -765,9 +765,14 @@ class Worker:
         (the largest lease among the others would be the blanket version). A
         live worker cut off from the database as long as this one was has then
         had a whole lease, two of its intervals, to heartbeat again."""
-        if self._contact_since is None or now - self._last_beat_ok > self.options.lease_seconds:
+        if self._contact_broken(now):
             return 0.0
+        assert self._contact_since is not None
         return now - self._contact_since
+
+    def _contact_broken(self, now: float) -> bool:
+        """A failed call since the count began, or no heartbeat through for a lease."""
+        return self._contact_since is None or now - self._last_beat_ok > self.options.lease_seconds
 
     @property
     def paused_queues(self) -> frozenset[str]:
