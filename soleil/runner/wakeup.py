@@ -19,6 +19,7 @@ class Wakeup:
         self.work_ready = True  # look before sleeping: jobs may be waiting at start
         self.next_due: float | None = None  # local wall-clock time of the next delayed job
         self.clock_offset = 0.0  # database clock - local clock
+        self._offset_bound: float | None = None  # how far clock_offset may be off, at most
 
     def work_waiting(self) -> None:
         """Jobs may be ready now (a reconnect, a resume, a rescue): claim before sleeping."""
@@ -49,14 +50,28 @@ class Wakeup:
 
     def learn_next_due(self, due_epoch: float | None, db_now: float, sent: float) -> None:
         """The next-due look-up's answer, `sent` being the local time it was sent."""
-        # The database read its clock between sending and receiving: take the midpoint.
-        self.clock_offset = db_now - (sent + time.time()) / 2
+        self._learn_clock(db_now, sent, time.time())
         previous, self.next_due = self.next_due, None if due_epoch is None else due_epoch - self.clock_offset
         if self.next_due is not None and (previous is None or self.next_due < previous):
             # Learned on the listener's thread, the main loop sleeps on the time it
             # knew: a job due sooner (announced a little early, then not yet found)
             # would wait for its next tick.
             self.event.set()
+
+    def _learn_clock(self, db_now: float, sent: float, received: float) -> None:
+        """The database read its clock between sending and receiving, so a look-up
+        gives the offset to within half its round trip. A slow one (a stalled VM, a
+        busy server) does not replace a closer estimate that it agrees with: a reply
+        300 ms late would put the offset 150 ms off, every job due now would look
+        150 ms ahead, and the idle worker would wait that long for each."""
+        bound = max(received - sent, 0.0) / 2
+        sample = db_now - (sent + received) / 2
+        if (
+            self._offset_bound is None
+            or bound <= self._offset_bound
+            or abs(sample - self.clock_offset) > bound  # the clock itself moved
+        ):
+            self.clock_offset, self._offset_bound = sample, bound
 
     def due_in(self) -> float | None:
         return None if self.next_due is None else self.next_due - time.time()

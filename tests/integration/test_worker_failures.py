@@ -30,7 +30,6 @@ def run_times(conn: psycopg.Connection[Any], job_id: int | None) -> list[Any]:
     return [r[0] for r in conn.execute("SELECT at FROM public.runs WHERE job_id = %s ORDER BY id", (job_id,))]
 
 
-
 def fail_first_move(conn: psycopg.Connection[Any], message: str, errcode: str) -> None:
     """A trigger makes the first move to failed_jobs raise `message` with `errcode`;
     public.move_attempts counts the moves tried (sequences ignore rollbacks)."""
@@ -48,6 +47,7 @@ def fail_first_move(conn: psycopg.Connection[Any], message: str, errcode: str) -
             FOR EACH ROW EXECUTE FUNCTION public.fail_first_move();
         """
     )
+
 
 def test_a_failing_job_is_retried_with_backoff_then_moved_to_failed_jobs(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any

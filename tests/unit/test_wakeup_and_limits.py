@@ -44,6 +44,33 @@ def test_the_database_clock_offset_is_taken_at_the_round_trips_midpoint() -> Non
     assert wakeup.due_in() is None
 
 
+def test_a_late_look_up_reply_does_not_make_jobs_due_now_look_ahead() -> None:
+    """One reply 300 ms late (a stalled VM) used to put the offset 150 ms off: every
+    job due now looked 150 ms ahead, and an idle worker waited that long for each."""
+    wakeup = Wakeup()
+    sent = time.time() - 0.001  # a 1 ms round trip, the database 100 s ahead
+    wakeup.learn_next_due(due_epoch=None, db_now=sent + 0.0005 + 100, sent=sent)
+    sent = time.time() - 0.3  # the database read its clock at once; the reply took 300 ms
+    wakeup.learn_next_due(due_epoch=None, db_now=sent + 100, sent=sent)
+    assert abs(wakeup.clock_offset - 100) < 0.01
+    wakeup.work_ready = False
+    assert wakeup.job_notified(f"{time.time() + 100}:7")  # dispatched just now: due now
+    assert wakeup.work_ready
+
+
+def test_a_closer_look_up_or_a_clock_that_moved_replaces_the_offset() -> None:
+    wakeup = Wakeup()
+    sent = time.time() - 0.2  # a first estimate to within 0.1 s
+    wakeup.learn_next_due(due_epoch=None, db_now=sent + 0.15 + 100, sent=sent)
+    assert abs(wakeup.clock_offset - 100.05) < 0.01
+    sent = time.time() - 0.002  # a closer one
+    wakeup.learn_next_due(due_epoch=None, db_now=sent + 0.001 + 100, sent=sent)
+    assert abs(wakeup.clock_offset - 100) < 0.005
+    sent = time.time() - 0.2  # slower, but 5 s away from the estimate: the clock was stepped
+    wakeup.learn_next_due(due_epoch=None, db_now=sent + 0.1 + 105, sent=sent)
+    assert abs(wakeup.clock_offset - 105) < 0.02
+
+
 def test_a_notification_without_a_due_time_means_now() -> None:
     wakeup = Wakeup()
     wakeup.work_ready = False
