@@ -37,12 +37,23 @@ WHERE w.heartbeat_at < now() - make_interval(secs => COALESCE(w.lease_seconds, %
 RETURNING w.id, w.host, w.pid;
 
 -- name: worker_unregister :none
--- A worker that stops gracefully removes itself and gives back what it still holds.
+-- A worker that stops removes itself and gives back what it still holds, but only
+-- the rows it can lock at once. A row locked now is held by an outcome of this
+-- worker still being written at a hard stop (a failed() hook that is slow or
+-- hangs); waiting for it would hang the stop. That outcome is fenced by worker and
+-- attempt and still moves or retries the job when it commits; if it never does
+-- (the process exits and its transaction rolls back), the row is left reserved by
+-- a worker without a row here, and the next rescue of any worker gives it back
+-- (job_lock_orphans, job_rescue_orphans).
 WITH gone AS (
     DELETE FROM soleil.workers WHERE id = %(id)s
+), free AS (
+    SELECT id FROM soleil.jobs WHERE reserved_by = %(id)s
+    FOR UPDATE SKIP LOCKED
 )
-UPDATE soleil.jobs SET reserved_by = NULL, reserved_at = NULL, available_at = now()
-WHERE reserved_by = %(id)s;
+UPDATE soleil.jobs j SET reserved_by = NULL, reserved_at = NULL, available_at = now()
+FROM free
+WHERE j.id = free.id AND j.reserved_by = %(id)s;
 
 -- name: backend_terminate :none
 -- End these sessions: their open transactions roll back and release the job rows

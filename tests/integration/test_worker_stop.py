@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from soleil.runner import Runner
+from soleil.runner import Job, JobContext, Runner
 from soleil.runner import worker as worker_module
 from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
-from tests.apps.lifecycle import Spin
+from tests.apps.lifecycle import Spin, record_hook
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
 
@@ -182,3 +182,58 @@ def test_a_job_running_past_its_timeout_during_a_drain_is_interrupted_not_waited
     assert worker.exit_code == EXIT_OK
     assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [(job_id, 1, None)]
     assert count_failed(conn) == 0
+
+
+HOOK_ENTERED = threading.Event()
+HOOK_RELEASED = threading.Event()
+
+
+class FailsWithHangingHook(Job):
+    """Fails its only try; its failed() hook hangs until the test releases it."""
+
+    name = "tests.fails_with_hanging_hook"
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        raise ValueError("broken")
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> None:
+        HOOK_ENTERED.set()
+        HOOK_RELEASED.wait(60)
+        record_hook(ctx, exc)
+
+
+def test_a_hard_stop_does_not_wait_for_a_failed_hook_that_hangs(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # The outcome of a job's last try locks the job's row while its failed() hook
+    # runs. A stop whose grace runs out gives up on that job: its unregister must
+    # not wait for the row, or the stop lasts as long as the hook (forever if it hangs).
+    for event in (HOOK_ENTERED, HOOK_RELEASED):
+        event.clear()
+    grace = 0.3
+    worker = start_worker(concurrency=1, stop_grace=grace)
+    threads = [executor.thread for executor in worker.executors]
+    try:
+        job_id = runner.dispatch(FailsWithHangingHook())
+        assert HOOK_ENTERED.wait(10), "the failed() hook was not entered"
+        # The grace, then the wait for executors to hand back unstarted jobs (the
+        # one in the hook does not), then the release, flush and unregister.
+        bound = grace + worker_module.EXECUTORS_EXIT_SECONDS + 3.0
+        stopping = time.monotonic()
+        worker.stop(timeout=bound)
+        assert worker.join(0), f"the stop still waits for the hook after {time.monotonic() - stopping:.1f} s"
+        assert worker.hard_stopped and worker.exit_code == 1
+        assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0, "the worker unregistered"
+        # The hook still runs: its outcome holds the job, which the stop left to it.
+        assert conn.execute("SELECT id, reserved_by FROM soleil.jobs").fetchall() == [(job_id, worker.id)]
+        assert count_failed(conn) == 0
+        HOOK_RELEASED.set()
+        wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
+        assert conn.execute("SELECT job_id FROM soleil.failed_jobs").fetchall() == [(job_id,)]
+        assert count_jobs(conn) == 0
+        hooks = conn.execute("SELECT job_id, error FROM public.hooks").fetchall()
+        assert hooks == [(job_id, "ValueError: broken")], "failed() ran once, and its write committed"
+    finally:
+        HOOK_RELEASED.set()
+        wait_for(lambda: not any(thread.is_alive() for thread in threads), what="the executor threads to end")
