@@ -20,6 +20,7 @@ A hard stop gives up on the jobs still running the same way (give_up_running).
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -37,6 +38,13 @@ if TYPE_CHECKING:
     from soleil.runner.worker import Worker
 
 log = structlog.get_logger("soleil.job")
+
+# How long a hard stop waits for the sessions it terminated to end. A session
+# holds its jobs' rows until it has: the unregister would skip those rows (it
+# gives back only what it can lock at once), and they would wait for the next
+# rescue instead of going back at once.
+TERMINATED_WAIT_SECONDS = 5.0
+TERMINATED_POLL_SECONDS = 0.01
 
 
 def check(worker: Worker, now: float) -> None:
@@ -87,10 +95,10 @@ def give_up_running(worker: Worker) -> list[ClaimedJob]:
     """A hard stop (the stop grace ran out, or a second signal): fence out the
     executors still running, as abandon() does, and end their transactions. Those
     hold the rows of their jobs, of their groups and of the jobs that joined them,
-    which the release and the unregister that give the jobs back would wait for
-    until the handlers return. Returns the jobs taken but not started (their
-    handler not entered), whose attempt the release gives back; the others go
-    back with it counted."""
+    which the release that gives the jobs back would wait for until the handlers
+    return, and the unregister would skip; so this waits for them to end. Returns
+    the jobs taken but not started (their handler not entered), whose attempt the
+    release gives back; the others go back with it counted."""
     backend_pids: list[int] = []
     unstarted: list[ClaimedJob] = []
     for executor in worker.executors:
@@ -106,7 +114,7 @@ def give_up_running(worker: Worker) -> list[ClaimedJob]:
         # Stop markers it took ahead belong to the executors still to end.
         worker.pass_on([None for item in items if item is None])
     if backend_pids:
-        error = terminate(worker, backend_pids)
+        error = terminate(worker, backend_pids) or wait_ended(worker, backend_pids, TERMINATED_WAIT_SECONDS)
         if error is not None:
             log.warning("worker.terminate_failed", backend_pids=backend_pids, error=error)
     return unstarted
@@ -120,6 +128,23 @@ def terminate(worker: Worker, backend_pids: list[int]) -> str | None:
     except (psycopg.Error, PoolTimeout, OSError) as exc:
         return str(exc).strip()
     return None
+
+
+def wait_ended(worker: Worker, backend_pids: list[int], timeout: float) -> str | None:
+    """Wait until these terminated sessions have ended (their transactions rolled
+    back, their locks released); the error if they did not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    try:
+        with worker.pool.connection(timeout=timeout) as conn:
+            while True:
+                left = [row[0] for row in conn.execute(queries.get("backend_alive"), {"pids": backend_pids})]
+                if not left:
+                    return None
+                if time.monotonic() >= deadline:
+                    return f"sessions {left} still running {timeout:g} s after being terminated"
+                time.sleep(TERMINATED_POLL_SECONDS)
+    except (psycopg.Error, PoolTimeout, OSError) as exc:
+        return str(exc).strip()
 
 
 def _record_abandoned_then_free_slot(worker: Worker, claimed: ClaimedJob) -> None:

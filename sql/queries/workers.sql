@@ -59,3 +59,8 @@ WHERE j.id = free.id AND j.reserved_by = %(id)s;
 -- End these sessions: their open transactions roll back and release the job rows
 -- they hold (an abandoned job's, or those of jobs still running at a hard stop).
 SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid;
+
+-- name: backend_alive :many
+-- Which of these sessions have not ended yet. A session leaves pg_stat_activity
+-- only once its transaction has rolled back and its row locks are released.
+SELECT pid FROM pg_stat_activity WHERE pid = ANY (%(pids)s::int[]);

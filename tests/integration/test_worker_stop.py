@@ -10,13 +10,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from soleil.runner import Job, JobContext, Runner
+from soleil.runner import Job, JobContext, Runner, timeouts
 from soleil.runner import worker as worker_module
 from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
-from tests.apps.lifecycle import Spin, record_hook
-from tests.helpers import count_failed, count_jobs, scalar, wait_for
+from tests.apps.lifecycle import HOLD_RELEASED, InsertThenHold, Spin, record_hook
+from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
 
 
 def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an_attempt(
@@ -237,3 +237,41 @@ def test_a_hard_stop_does_not_wait_for_a_failed_hook_that_hangs(
     finally:
         HOOK_RELEASED.set()
         wait_for(lambda: not any(thread.is_alive() for thread in threads), what="the executor threads to end")
+
+
+def test_a_hard_stop_gives_back_a_transactional_job_whose_session_is_slow_to_end(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # White-box trigger: the terminated session ends a second after the worker
+    # asked, as a busy server's may. Until then it holds the job's row, which
+    # the unregister skips (it gives back only what it can lock at once): the
+    # stop must wait for the session to end, or the job waits for a rescue.
+    terminate, delays = timeouts.terminate, []
+
+    def terminate_a_second_later(worker: Worker, backend_pids: list[int]) -> str | None:
+        delay = threading.Timer(1.0, terminate, (worker, backend_pids))
+        delays.append(delay)
+        delay.start()
+        return None
+
+    monkeypatch.setattr(timeouts, "terminate", terminate_a_second_later)
+    HOLD_RELEASED.clear()
+    worker = start_worker(concurrency=1, stop_grace=0.3)
+    [thread] = [executor.thread for executor in worker.executors]
+    try:
+        job_id = runner.dispatch(InsertThenHold(key="held"))
+        wait_for(lambda: worker.executors[0].handler_entered, what="the job to start")
+        worker.stop(timeout=10)
+        assert worker.join(0) and worker.hard_stopped
+        assert delays, "the hard stop terminated no session"
+        # Back in its queue at once, the attempt counted, its write rolled back.
+        assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
+            (job_id, 1, None)
+        ]
+        assert effects(conn) == []
+        assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+    finally:
+        HOLD_RELEASED.set()
+        for delay in delays:
+            delay.join(10)
+    wait_for(lambda: not thread.is_alive(), what="the given-up executor to end")
