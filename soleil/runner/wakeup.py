@@ -11,6 +11,8 @@ import time
 # only known to within the look-up's round trip, and a busy host stretches that to
 # milliseconds. Claiming a job that is not quite due yet just finds nothing.
 DUE_SLACK_SECONDS = 0.025
+# How fast two clocks may drift apart, at most: NTP slews a clock by up to 500 µs a second.
+CLOCK_DRIFT = 500e-6
 
 
 class Wakeup:
@@ -19,7 +21,8 @@ class Wakeup:
         self.work_ready = True  # look before sleeping: jobs may be waiting at start
         self.next_due: float | None = None  # local wall-clock time of the next delayed job
         self.clock_offset = 0.0  # database clock - local clock
-        self._offset_bound: float | None = None  # how far clock_offset may be off, at most
+        self._offset_bound: float | None = None  # how far clock_offset was off, at most, when learned
+        self._offset_learned = 0.0  # when it was learned (local time)
 
     def work_waiting(self) -> None:
         """Jobs may be ready now (a reconnect, a resume, a rescue): claim before sleeping."""
@@ -63,15 +66,17 @@ class Wakeup:
         gives the offset to within half its round trip. A slow one (a stalled VM, a
         busy server) does not replace a closer estimate that it agrees with: a reply
         300 ms late would put the offset 150 ms off, every job due now would look
-        150 ms ahead, and the idle worker would wait that long for each."""
+        150 ms ahead, and the idle worker would wait that long for each. An estimate
+        grows less certain as it ages (either clock may be slewed), so a steadily
+        slow link still replaces it within seconds."""
         bound = max(received - sent, 0.0) / 2
         sample = db_now - (sent + received) / 2
         if (
             self._offset_bound is None
-            or bound <= self._offset_bound
+            or bound <= self._offset_bound + max(received - self._offset_learned, 0.0) * CLOCK_DRIFT
             or abs(sample - self.clock_offset) > bound  # the clock itself moved
         ):
-            self.clock_offset, self._offset_bound = sample, bound
+            self.clock_offset, self._offset_bound, self._offset_learned = sample, bound, received
 
     def due_in(self) -> float | None:
         return None if self.next_due is None else self.next_due - time.time()

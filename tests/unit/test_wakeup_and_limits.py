@@ -71,6 +71,20 @@ def test_a_closer_look_up_or_a_clock_that_moved_replaces_the_offset() -> None:
     assert abs(wakeup.clock_offset - 105) < 0.02
 
 
+def test_over_a_slow_link_the_offset_follows_a_clock_that_moved_less_than_the_round_trip() -> None:
+    """A 40 ms step hides in a 120 ms round trip's error: the old estimate must age out,
+    or jobs due now would look 40 ms ahead (past the 25 ms slack) until a record-low
+    round trip came along, hours later."""
+    wakeup = Wakeup()
+    start = time.time()
+    wakeup._learn_clock(db_now=start + 0.06 + 100, sent=start, received=start + 0.12)
+    assert abs(wakeup.clock_offset - 100) < 0.001
+    for look_up in range(1, 20):  # every 3 s, the database clock now 40 ms later
+        sent = start + 3 * look_up
+        wakeup._learn_clock(db_now=sent + 0.0625 + 100.04, sent=sent, received=sent + 0.125)
+    assert abs(wakeup.clock_offset - 100.04) < 0.001
+
+
 def test_a_notification_without_a_due_time_means_now() -> None:
     wakeup = Wakeup()
     wakeup.work_ready = False
