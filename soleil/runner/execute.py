@@ -252,6 +252,10 @@ class Executor:
                 # racing it must not commit joined jobs' writes without their deletion.
                 raise LeaseLost()
             ran = self._joined_that_ran(opened)
+            # From here the transaction ends, and behind PgBouncer (transaction
+            # mode) the next one may run on another server session: abandon() must
+            # not terminate this one's, which may be serving another client by then.
+            self._opened = dataclasses.replace(opened, backend_pid=None)
         error: psycopg.Error | None
         try:
             # An error of the next job's opening is in self._opened: _open raises it.
@@ -501,7 +505,14 @@ class Executor:
             # also between the handler's return and the group's COMMIT; _end_chain
             # closes it rather than pooling it once this is set.
             conn = self._chain
-            pid = conn.info.backend_pid if conn is not None and not conn.closed else None
+            pid = None
+            if conn is not None and not conn.closed:
+                # The server session's pid, as the transaction's fence saw it: behind
+                # PgBouncer the connection's backend_pid is PgBouncer's cancel key,
+                # which no session has. Without a fence result yet (the opening is
+                # on its way), the connection's: that of a direct connection.
+                fenced = self._opened.backend_pid if self._opened is not None else None
+                pid = fenced if fenced is not None else conn.info.backend_pid
             current = self.current
             grouped = [claimed for claimed, _ in self._group if claimed is not current]
             self._group = []

@@ -16,6 +16,7 @@ prepared and sent again.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import weakref
 from collections.abc import Mapping
@@ -40,10 +41,22 @@ class Statement:
 
     def __init__(self, query_name: str) -> None:
         self.query_name = query_name
-        self.name = f"soleil_{query_name}".encode()
         self._compiled: tuple[bytes, tuple[str, ...]] | None = None
+        self._name: bytes | None = None
         # Connections on which it is prepared, as far as Soleil knows.
         self._prepared_on: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    @property
+    def name(self) -> bytes:
+        """The statement's name on the server: its query's, and a digest of its
+        text. A statement whose text (its columns, say) changed between two
+        versions of Soleil then never meets the other version's under the same
+        name on a server session that outlived a process (a pooler's), which a
+        statement already prepared under its name is taken to be (_prepare)."""
+        if self._name is None:
+            digest = hashlib.sha256(self.sql).hexdigest()[:8]
+            self._name = f"soleil_{self.query_name}_{digest}".encode()
+        return self._name
 
     @property
     def sql(self) -> bytes:

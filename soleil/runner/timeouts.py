@@ -39,12 +39,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("soleil.job")
 
-# How long a hard stop waits for the sessions it terminated to end. A session
-# holds its jobs' rows until it has: the unregister would skip those rows (it
-# gives back only what it can lock at once), and they would wait for the next
-# rescue instead of going back at once.
-TERMINATED_WAIT_SECONDS = 5.0
-TERMINATED_POLL_SECONDS = 0.01
+# How long ending sessions may take, the terminate and the wait for the sessions
+# to end together: a hard stop's whole budget after the grace is counted in
+# docs/deployment.md (TimeoutStopSec). A session holds its jobs' rows until it
+# has ended: the unregister would skip those rows (it gives back only what it can
+# lock at once), and they would wait for the next rescue instead of going back
+# at once.
+TERMINATE_SECONDS = 5.0
+TERMINATE_POLL_SECONDS = 0.01
 
 
 def check(worker: Worker, now: float) -> None:
@@ -68,11 +70,14 @@ def abandon(worker: Worker, executor: Executor, claimed: ClaimedJob) -> None:
     claimed, backend_pid, grouped, unstarted = taken
     log.error("job.abandoned", thread=executor.thread.name, **claimed.log_fields())
     if backend_pid is not None:
-        # Its transaction holds the job row; end it so the outcome can be written.
-        error = terminate(worker, [backend_pid])
+        # Its transaction holds the job row; end it so the outcome can be written
+        # (which waits for the row: the main loop does not wait for the session).
+        error = terminate(worker, [backend_pid], time.monotonic() + TERMINATE_SECONDS)
         if error is not None:
             # The main loop goes on: a database that is down has ended it already.
-            log.warning("job.terminate_failed", error=error, **claimed.log_fields())
+            log.warning(
+                "worker.terminate_failed", backend_pids=[backend_pid], error=error, **claimed.log_fields()
+            )
     if grouped:  # their writes went with the terminated transaction
         log.warning("job.group_rolled_back", jobs=[job.id for job in grouped], reason="abandoned")
         worker.requeue(grouped)
@@ -114,37 +119,53 @@ def give_up_running(worker: Worker) -> list[ClaimedJob]:
         # Stop markers it took ahead belong to the executors still to end.
         worker.pass_on([None for item in items if item is None])
     if backend_pids:
-        error = terminate(worker, backend_pids) or wait_ended(worker, backend_pids, TERMINATED_WAIT_SECONDS)
+        # One deadline for both steps, so that the stop's budget after the grace
+        # stays as docs/deployment.md counts it.
+        deadline = time.monotonic() + TERMINATE_SECONDS
+        error = terminate(worker, backend_pids, deadline) or wait_ended(worker, backend_pids, deadline)
         if error is not None:
             log.warning("worker.terminate_failed", backend_pids=backend_pids, error=error)
     return unstarted
 
 
-def terminate(worker: Worker, backend_pids: list[int]) -> str | None:
-    """End these sessions; the error if that could not be done."""
+def terminate(worker: Worker, backend_pids: list[int], deadline: float) -> str | None:
+    """Signal these sessions to end, by `deadline` (time.monotonic()); the error if
+    that could not be done. A session the server would not signal is a failure
+    only while it is still there: one that has ended by itself meanwhile is not a
+    server session any more either (pg_terminate_backend warns and returns false)."""
     try:
-        with worker.pool.connection(timeout=5.0) as conn:
-            conn.execute(queries.get("backend_terminate"), {"pids": backend_pids})
+        with worker.pool.connection(timeout=_left(deadline)) as conn:
+            pids = {"pids": backend_pids}
+            refused = [row[0] for row in conn.execute(queries.get("backend_terminate"), pids)]
+            if refused:
+                left = [row[0] for row in conn.execute(queries.get("backend_alive"), {"pids": refused})]
+                if left:
+                    return f"sessions {left} could not be signalled to end"
     except (psycopg.Error, PoolTimeout, OSError) as exc:
         return str(exc).strip()
     return None
 
 
-def wait_ended(worker: Worker, backend_pids: list[int], timeout: float) -> str | None:
+def wait_ended(worker: Worker, backend_pids: list[int], deadline: float) -> str | None:
     """Wait until these terminated sessions have ended (their transactions rolled
-    back, their locks released); the error if they did not within `timeout`."""
-    deadline = time.monotonic() + timeout
+    back, their locks released); the error if they did not by `deadline`
+    (time.monotonic())."""
     try:
-        with worker.pool.connection(timeout=timeout) as conn:
+        with worker.pool.connection(timeout=_left(deadline)) as conn:
             while True:
                 left = [row[0] for row in conn.execute(queries.get("backend_alive"), {"pids": backend_pids})]
                 if not left:
                     return None
                 if time.monotonic() >= deadline:
-                    return f"sessions {left} still running {timeout:g} s after being terminated"
-                time.sleep(TERMINATED_POLL_SECONDS)
+                    return f"sessions {left} still running when the {TERMINATE_SECONDS:g} s ran out"
+                time.sleep(TERMINATE_POLL_SECONDS)
     except (psycopg.Error, PoolTimeout, OSError) as exc:
         return str(exc).strip()
+
+
+def _left(deadline: float) -> float:
+    """The time left until `deadline`, as a pool's timeout (which must not be 0)."""
+    return max(deadline - time.monotonic(), 0.01)
 
 
 def _record_abandoned_then_free_slot(worker: Worker, claimed: ClaimedJob) -> None:

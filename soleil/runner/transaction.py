@@ -93,14 +93,17 @@ class Fence:
 class Opened:
     """A transaction and the jobs fenced in it: `attempts` maps each to its
     attempt, `held` are those whose attempt is still this worker's, `joined` the
-    held ones whose rows the COMMIT must delete; `xid` is the transaction's id.
-    `error` is set when the opening failed."""
+    held ones whose rows the COMMIT must delete; `xid` is the transaction's id and
+    `backend_pid` the pid of the server session that holds it, as the fence saw it
+    (behind PgBouncer the connection's own backend_pid is PgBouncer's cancel key,
+    not that pid). `error` is set when the opening failed."""
 
     worker_id: int
     attempts: dict[int, int]
     held: frozenset[int]
     joined: frozenset[int] = frozenset()
     xid: str | None = None
+    backend_pid: int | None = None
     error: psycopg.Error | None = None
 
     def fences(self, job_id: int, attempt: int) -> bool:
@@ -183,7 +186,14 @@ def _opened(conn: psycopg.Connection[Any], fence: Fence, results: list[PGresult]
     if error is None:
         rows = results[-1]
         xid = rows.get_value(0, 1) if rows.ntuples else None
-        return Opened(fence.worker_id, attempts, _held(rows), xid=xid.decode() if xid else None)
+        pid = rows.get_value(0, 2) if rows.ntuples else None
+        return Opened(
+            fence.worker_id,
+            attempts,
+            _held(rows),
+            xid=xid.decode() if xid else None,
+            backend_pid=int(pid) if pid else None,
+        )
     if again and error.sqlstate == prepared.UNDEFINED_STATEMENT and _FENCE.is_prepared_on(conn):
         # A handler's DEALLOCATE ALL unprepared it: prepared again, in a new transaction.
         _FENCE.unprepared(conn)

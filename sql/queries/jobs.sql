@@ -157,12 +157,14 @@ SELECT count(*) FROM done;
 -- long: past the job's timeout and grace it ends the session itself.
 -- Sent through libpq's pipeline as a prepared statement (soleil/runner/transaction.py).
 -- Returns the transaction id too, which tells a handler's own COMMIT statement
--- from its ROLLBACK (transaction_status).
+-- from its ROLLBACK (transaction_status), and the pid of the server session that
+-- holds the transaction, which a worker giving up on the job terminates: the
+-- client's backend_pid is PgBouncer's cancel key behind PgBouncer, not a pid.
 DELETE FROM soleil.jobs
 WHERE id = %(job_id)s AND reserved_by = %(worker_id)s AND attempts = %(attempt)s
   AND (SELECT set_config('statement_timeout', %(statement_timeout)s, true)) IS NOT NULL
   AND (SELECT set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true)) IS NOT NULL
-RETURNING id, pg_current_xact_id()::text;
+RETURNING id, pg_current_xact_id()::text, pg_backend_pid();
 
 -- name: job_fence_group :many
 -- The fence of jobs joining an open transaction (a transaction group,

@@ -55,10 +55,14 @@ UPDATE soleil.jobs j SET reserved_by = NULL, reserved_at = NULL, available_at = 
 FROM free
 WHERE j.id = free.id AND j.reserved_by = %(id)s;
 
--- name: backend_terminate :none
+-- name: backend_terminate :many
 -- End these sessions: their open transactions roll back and release the job rows
 -- they hold (an abandoned job's, or those of jobs still running at a hard stop).
-SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid;
+-- Returns those it could not signal: pg_terminate_backend returns false, with a
+-- warning, for a pid that is no client session, one that has ended by itself
+-- among them (backend_alive tells those apart). A role not allowed to signal
+-- one makes the statement fail.
+SELECT pid FROM unnest(%(pids)s::int[]) AS pid WHERE NOT pg_terminate_backend(pid);
 
 -- name: backend_alive :many
 -- Which of these sessions have not ended yet. A session leaves pg_stat_activity

@@ -120,7 +120,7 @@ def test_a_statement_is_prepared_again_after_deallocate_all(conn: psycopg.Connec
     ids = [int(result.get_value(0, 0) or b"0") for result in (first, second)]
     assert ids[1] > ids[0] > 0
     names = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
-    assert ("soleil_job_insert_one",) in names
+    assert (statement.name.decode(),) in names
 
 
 def test_a_statement_already_prepared_on_the_server_is_used_as_it_is(conn: psycopg.Connection[Any]) -> None:

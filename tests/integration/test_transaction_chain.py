@@ -189,3 +189,23 @@ def test_a_fenced_transaction_whose_client_goes_silent_ends_by_itself(
         assert count_jobs(conn) == 2, "the first job's deletion rolled back"
     finally:
         silent.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_fence_records_the_server_session_that_holds_the_transaction(
+    database_url: str, conn: psycopg.Connection[Any], pipeline: bool
+) -> None:
+    # The pid a worker terminates to end the transaction of a job it gives up on:
+    # read by the fence inside that transaction, as the server sees it (behind
+    # PgBouncer the connection's own backend_pid is PgBouncer's cancel key).
+    first, second = fences(conn, ["first", "second"])
+    with psycopg.connect(database_url, autocommit=True) as chain:
+        _, opened = transaction.open_next(chain, first)
+        assert held(opened) and opened is not None
+        server_pid = scalar(chain, "SELECT pg_backend_pid()")
+        assert opened.backend_pid == server_pid
+        # And a chained opening, which travels with the COMMIT before it.
+        _, opened = transaction.open_next(chain, second, commit=opened)
+        assert held(opened) and opened is not None
+        assert opened.backend_pid == server_pid
+        chain.rollback()

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from soleil.runner import Job, JobContext, Runner, timeouts
 from soleil.runner import worker as worker_module
@@ -248,8 +249,8 @@ def test_a_hard_stop_gives_back_a_transactional_job_whose_session_is_slow_to_end
     # stop must wait for the session to end, or the job waits for a rescue.
     terminate, delays = timeouts.terminate, []
 
-    def terminate_a_second_later(worker: Worker, backend_pids: list[int]) -> str | None:
-        delay = threading.Timer(1.0, terminate, (worker, backend_pids))
+    def terminate_a_second_later(worker: Worker, backend_pids: list[int], deadline: float) -> str | None:
+        delay = threading.Timer(1.0, terminate, (worker, backend_pids, deadline))
         delays.append(delay)
         delay.start()
         return None
@@ -275,3 +276,136 @@ def test_a_hard_stop_gives_back_a_transactional_job_whose_session_is_slow_to_end
         for delay in delays:
             delay.join(10)
     wait_for(lambda: not thread.is_alive(), what="the given-up executor to end")
+
+
+# What a connection's backend_pid is behind PgBouncer: PgBouncer's cancel key,
+# which no server session has (pid_max is at most 2^22).
+NOT_A_SERVER_PID = 2_000_000_000
+
+# The session holding a job's row, as the server sees it: the transaction that
+# deleted the row (its xmax) holds an exclusive lock on its own id.
+ROW_HOLDER = """
+SELECT l.pid FROM soleil.jobs j
+JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = j.xmax
+  AND l.mode = 'ExclusiveLock' AND l.granted
+WHERE j.id = %s
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_hard_stop_terminates_the_server_session_holding_the_transactional_jobs_row(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind PgBouncer the client's backend_pid names no server session: a stop
+    # that terminated it would leave the job's transaction running, its row
+    # locked, and the unregister (which skips locked rows) would leave the job
+    # reserved by a worker that no longer exists. The pid of the session comes
+    # from the job's fence, run inside its transaction.
+    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda self: NOT_A_SERVER_PID))
+    terminate, asked = timeouts.terminate, []
+
+    def recorded(worker: Worker, backend_pids: list[int], deadline: float) -> str | None:
+        asked.append(list(backend_pids))
+        return terminate(worker, backend_pids, deadline)
+
+    monkeypatch.setattr(timeouts, "terminate", recorded)
+    HOLD_RELEASED.clear()
+    worker = start_worker(concurrency=1, stop_grace=0.3)
+    [executor] = worker.executors
+    try:
+        job_id = runner.dispatch(InsertThenHold(key="held"))
+        wait_for(lambda: executor.handler_entered, what="the job to start")
+        holder = scalar(conn, ROW_HOLDER, (job_id,))
+        assert holder is not None and holder != NOT_A_SERVER_PID
+        with capture_logs() as logs:
+            worker.stop(timeout=20)
+        assert worker.join(0) and worker.hard_stopped
+        assert asked == [[holder]], "the stop terminated another pid than the row's holder"
+        assert not [entry for entry in logs if entry["event"] == "worker.terminate_failed"]
+        assert scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (holder,)) == 0
+        # Back in its queue at once, the attempt counted, its write rolled back.
+        assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
+            (job_id, 1, None)
+        ]
+        assert effects(conn) == []
+        assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+    finally:
+        HOLD_RELEASED.set()
+    wait_for(lambda: not executor.thread.is_alive(), what="the given-up executor to end")
+
+
+@pytest.mark.timeout(60)
+def test_a_hard_stop_spends_one_shared_budget_on_terminating_and_waiting(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # White-box trigger: the terminate takes its whole budget and the session
+    # does not end (a server too busy to answer). The wait for the session to
+    # end must not add a budget of its own: docs/deployment.md counts one.
+    monkeypatch.setattr(timeouts, "TERMINATE_SECONDS", 1.0)
+
+    def terminate_that_takes_its_budget(
+        worker: Worker, backend_pids: list[int], deadline: float
+    ) -> str | None:
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return None
+
+    give_up, spent = timeouts.give_up_running, []
+
+    def timed(worker: Worker) -> list[ClaimedJob]:
+        started = time.monotonic()
+        try:
+            return give_up(worker)
+        finally:
+            spent.append(time.monotonic() - started)
+
+    monkeypatch.setattr(timeouts, "terminate", terminate_that_takes_its_budget)
+    monkeypatch.setattr(timeouts, "give_up_running", timed)
+    HOLD_RELEASED.clear()
+    worker = start_worker(concurrency=1, stop_grace=0.3)
+    [executor] = worker.executors
+    try:
+        job_id = runner.dispatch(InsertThenHold(key="held"))
+        wait_for(lambda: executor.handler_entered, what="the job to start")
+        holder = scalar(conn, ROW_HOLDER, (job_id,))
+        with capture_logs() as logs:
+            worker.stop(timeout=20)
+        assert worker.join(0) and worker.hard_stopped
+        [seconds] = spent
+        assert 1.0 <= seconds < 1.5, f"ending the sessions took {seconds:.2f} s of a 1 s budget"
+        [failed] = [entry for entry in logs if entry["event"] == "worker.terminate_failed"]
+        assert failed["backend_pids"] == [holder]
+        assert "still running" in failed["error"]
+    finally:
+        HOLD_RELEASED.set()
+    wait_for(lambda: not executor.thread.is_alive(), what="the given-up executor to end")
+
+
+@pytest.mark.timeout(60)
+def test_terminating_a_session_that_ended_by_itself_is_no_failure(
+    database_url: str, start_worker: Any
+) -> None:
+    # pg_terminate_backend warns and returns false for it: it is no server session
+    # any more, which is what terminating it was for.
+    worker = start_worker(concurrency=1)
+    with psycopg.connect(database_url) as gone:
+        pid = gone.info.backend_pid
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        wait_for(lambda: scalar(conn, alive, (pid,)) == 0, what="the closed session to end")
+    assert timeouts.terminate(worker, [pid], time.monotonic() + 5.0) is None
+    assert timeouts.wait_ended(worker, [pid], time.monotonic() + 5.0) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_session_the_server_will_not_signal_is_reported(
+    conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # pg_terminate_backend returns false (with a warning) for a process that is
+    # no client backend, such as the checkpointer: still there, it is a failure.
+    worker = start_worker(concurrency=1)
+    checkpointer = scalar(conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+    assert checkpointer is not None
+    error = timeouts.terminate(worker, [checkpointer], time.monotonic() + 5.0)
+    assert error is not None and str(checkpointer) in error
+    assert scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (checkpointer,)) == 1

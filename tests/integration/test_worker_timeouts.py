@@ -458,3 +458,56 @@ def test_an_abandoned_jobs_slow_failed_hook_does_not_stop_its_workers_heartbeats
         assert scalar(conn, "SELECT count(*) FROM public.hooks WHERE job_id = %s", (stuck_id,)) == 1
     finally:
         STUCK_RELEASED.set()
+
+
+# What a connection's backend_pid is behind PgBouncer: PgBouncer's cancel key,
+# which no server session has (pid_max is at most 2^22).
+NOT_A_SERVER_PID = 2_000_000_000
+HOLDER: dict[str, int] = {}
+
+
+class RecordsItsSessionThenHolds(Job):
+    """Transactional: notes the server pid of its transaction's session, writes,
+    then blocks past its timeout until the test releases it."""
+
+    name = "tests.records_its_session_then_holds"
+    transactional = True
+    tries = 1
+
+    def handle(self, ctx: JobContext) -> None:
+        assert ctx.connection is not None
+        HOLDER["pid"] = scalar(ctx.connection, "SELECT pg_backend_pid()")
+        ctx.connection.execute("INSERT INTO public.effects (key) VALUES ('held')")
+        RELEASED.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_an_abandoned_transactional_job_has_the_session_its_fence_ran_in_terminated(
+    runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind PgBouncer the client's backend_pid names no server session: the
+    # worker would terminate nothing, and the job's transaction would hold its
+    # row until the server's idle timeout. The pid comes from the job's fence.
+    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda self: NOT_A_SERVER_PID))
+    terminate, asked = timeouts.terminate, []
+
+    def recorded(worker: Any, backend_pids: list[int], deadline: float) -> str | None:
+        asked.append(list(backend_pids))
+        return terminate(worker, backend_pids, deadline)
+
+    monkeypatch.setattr(timeouts, "terminate", recorded)
+    RELEASED.clear()
+    HOLDER.clear()
+    try:
+        runner.dispatch(RecordsItsSessionThenHolds())
+        worker = start_worker(concurrency=1, timeout=0.3, timeout_grace=0.2)
+        wait_for(lambda: count_jobs(conn) == 0, what="the abandoned job's outcome")
+        assert asked == [[HOLDER["pid"]]], "the worker terminated another pid than its job's session"
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        wait_for(lambda: scalar(conn, alive, (HOLDER["pid"],)) == 0, what="the job's session to end")
+        assert effects(conn) == []
+        exception = scalar(conn, "SELECT exception FROM soleil.failed_jobs")
+        assert "abandoned" in exception, exception
+        assert not worker.stopping
+    finally:
+        RELEASED.set()
