@@ -1,4 +1,5 @@
-"""Waiting on conditions with deadlines (never fixed sleeps), and small SQL helpers."""
+"""Waiting on conditions with deadlines (never fixed sleeps), small SQL helpers,
+and a stand-in for the pids PgBouncer gives its clients."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+import pytest
+
+from soleil.runner import timeouts
 
 T = TypeVar("T")
 
@@ -74,3 +78,22 @@ def nested_plans(conn: psycopg.Connection[Any], *, analyze: bool = False) -> Ite
     finally:
         conn.remove_notice_handler(on_notice)
         conn.execute("SELECT set_config('auto_explain.log_min_duration', '-1', false)")
+
+
+# What a connection's backend_pid is behind PgBouncer: PgBouncer's cancel key,
+# which no server session has (pid_max is at most 2^22).
+NOT_A_SERVER_PID = 2_000_000_000
+
+
+def pretend_behind_pgbouncer(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Give every connection a PgBouncer-like backend_pid; returns the pids each
+    call of timeouts.terminate is then asked to end, as it is asked."""
+    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda self: NOT_A_SERVER_PID))
+    terminate, asked = timeouts.terminate, []
+
+    def recorded(worker: Any, backend_pids: list[int], deadline: float) -> str | None:
+        asked.append(list(backend_pids))
+        return terminate(worker, backend_pids, deadline)
+
+    monkeypatch.setattr(timeouts, "terminate", recorded)
+    return asked

@@ -17,7 +17,15 @@ from soleil.runner.claim import ClaimedJob, claim
 from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
 from tests.apps.lifecycle import HOLD_RELEASED, InsertThenHold, Spin, record_hook
-from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
+from tests.helpers import (
+    NOT_A_SERVER_PID,
+    count_failed,
+    count_jobs,
+    effects,
+    pretend_behind_pgbouncer,
+    scalar,
+    wait_for,
+)
 
 
 def test_stop_lets_the_running_job_finish_and_releases_unstarted_ones_without_an_attempt(
@@ -278,10 +286,6 @@ def test_a_hard_stop_gives_back_a_transactional_job_whose_session_is_slow_to_end
     wait_for(lambda: not thread.is_alive(), what="the given-up executor to end")
 
 
-# What a connection's backend_pid is behind PgBouncer: PgBouncer's cancel key,
-# which no server session has (pid_max is at most 2^22).
-NOT_A_SERVER_PID = 2_000_000_000
-
 # The session holding a job's row, as the server sees it: the transaction that
 # deleted the row (its xmax) holds an exclusive lock on its own id.
 ROW_HOLDER = """
@@ -301,14 +305,7 @@ def test_a_hard_stop_terminates_the_server_session_holding_the_transactional_job
     # locked, and the unregister (which skips locked rows) would leave the job
     # reserved by a worker that no longer exists. The pid of the session comes
     # from the job's fence, run inside its transaction.
-    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda self: NOT_A_SERVER_PID))
-    terminate, asked = timeouts.terminate, []
-
-    def recorded(worker: Worker, backend_pids: list[int], deadline: float) -> str | None:
-        asked.append(list(backend_pids))
-        return terminate(worker, backend_pids, deadline)
-
-    monkeypatch.setattr(timeouts, "terminate", recorded)
+    asked = pretend_behind_pgbouncer(monkeypatch)
     HOLD_RELEASED.clear()
     worker = start_worker(concurrency=1, stop_grace=0.3)
     [executor] = worker.executors

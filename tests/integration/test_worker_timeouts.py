@@ -15,7 +15,7 @@ from soleil.runner import Job, JobContext, Runner, timeouts
 from soleil.runner.execute import Executor
 from tests.apps.basic import Sleep, record
 from tests.apps.lifecycle import Blocked, SlowQuery, Spin, record_hook
-from tests.helpers import count_failed, count_jobs, effects, scalar, wait_for
+from tests.helpers import count_failed, count_jobs, effects, pretend_behind_pgbouncer, scalar, wait_for
 
 RELEASED = threading.Event()
 
@@ -460,9 +460,6 @@ def test_an_abandoned_jobs_slow_failed_hook_does_not_stop_its_workers_heartbeats
         STUCK_RELEASED.set()
 
 
-# What a connection's backend_pid is behind PgBouncer: PgBouncer's cancel key,
-# which no server session has (pid_max is at most 2^22).
-NOT_A_SERVER_PID = 2_000_000_000
 HOLDER: dict[str, int] = {}
 
 
@@ -488,14 +485,7 @@ def test_an_abandoned_transactional_job_has_the_session_its_fence_ran_in_termina
     # Behind PgBouncer the client's backend_pid names no server session: the
     # worker would terminate nothing, and the job's transaction would hold its
     # row until the server's idle timeout. The pid comes from the job's fence.
-    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda self: NOT_A_SERVER_PID))
-    terminate, asked = timeouts.terminate, []
-
-    def recorded(worker: Any, backend_pids: list[int], deadline: float) -> str | None:
-        asked.append(list(backend_pids))
-        return terminate(worker, backend_pids, deadline)
-
-    monkeypatch.setattr(timeouts, "terminate", recorded)
+    asked = pretend_behind_pgbouncer(monkeypatch)
     RELEASED.clear()
     HOLDER.clear()
     try:
