@@ -273,17 +273,20 @@ def test_a_hard_stop_gives_back_a_transactional_job_whose_session_is_slow_to_end
         worker.stop(timeout=10)
         assert worker.join(0) and worker.hard_stopped
         assert delays, "the hard stop terminated no session"
-        # Back in its queue at once, the attempt counted, its write rolled back.
-        assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
-            (job_id, 1, None)
-        ]
-        assert effects(conn) == []
-        assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+        assert_given_back_at_once(conn, job_id)
     finally:
         HOLD_RELEASED.set()
         for delay in delays:
             delay.join(10)
     wait_for(lambda: not thread.is_alive(), what="the given-up executor to end")
+
+
+def assert_given_back_at_once(conn: psycopg.Connection[Any], job_id: int | None) -> None:
+    """After a hard stop: the transactional job back in its queue at once, the attempt
+    counted, its write rolled back, and the worker unregistered."""
+    assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [(job_id, 1, None)]
+    assert effects(conn) == []
+    assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
 
 
 # The session holding a job's row, as the server sees it: the transaction that
@@ -320,12 +323,7 @@ def test_a_hard_stop_terminates_the_server_session_holding_the_transactional_job
         assert asked == [[holder]], "the stop terminated another pid than the row's holder"
         assert not [entry for entry in logs if entry["event"] == "worker.terminate_failed"]
         assert scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (holder,)) == 0
-        # Back in its queue at once, the attempt counted, its write rolled back.
-        assert conn.execute("SELECT id, attempts, reserved_by FROM soleil.jobs").fetchall() == [
-            (job_id, 1, None)
-        ]
-        assert effects(conn) == []
-        assert scalar(conn, "SELECT count(*) FROM soleil.workers") == 0
+        assert_given_back_at_once(conn, job_id)
     finally:
         HOLD_RELEASED.set()
     wait_for(lambda: not executor.thread.is_alive(), what="the given-up executor to end")
