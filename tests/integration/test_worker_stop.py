@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from soleil.runner import Job, JobContext, Runner, timeouts
 from soleil.runner import worker as worker_module
 from soleil.runner.claim import ClaimedJob, claim
+from soleil.runner.execute import Executor
 from soleil.runner.worker import EXIT_MEMORY, EXIT_OK, Worker
 from tests.apps.basic import Record, Sleep
 from tests.apps.lifecycle import HOLD_RELEASED, InsertThenHold, Spin, record_hook
@@ -299,6 +300,16 @@ WHERE j.id = %s
 """
 
 
+def hold_a_transactional_job(
+    runner: Runner, conn: psycopg.Connection[Any], executor: Executor
+) -> tuple[int | None, int | None]:
+    """Dispatch InsertThenHold and wait for its handler on `executor`: the job's id,
+    and the pid of the server session holding its row."""
+    job_id = runner.dispatch(InsertThenHold(key="held"))
+    wait_for(lambda: executor.handler_entered, what="the job to start")
+    return job_id, scalar(conn, ROW_HOLDER, (job_id,))
+
+
 @pytest.mark.timeout(60)
 def test_a_hard_stop_terminates_the_server_session_holding_the_transactional_jobs_row(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any, monkeypatch: pytest.MonkeyPatch
@@ -313,9 +324,7 @@ def test_a_hard_stop_terminates_the_server_session_holding_the_transactional_job
     worker = start_worker(concurrency=1, stop_grace=0.3)
     [executor] = worker.executors
     try:
-        job_id = runner.dispatch(InsertThenHold(key="held"))
-        wait_for(lambda: executor.handler_entered, what="the job to start")
-        holder = scalar(conn, ROW_HOLDER, (job_id,))
+        job_id, holder = hold_a_transactional_job(runner, conn, executor)
         assert holder is not None and holder != NOT_A_SERVER_PID
         with capture_logs() as logs:
             worker.stop(timeout=20)
@@ -360,9 +369,7 @@ def test_a_hard_stop_spends_one_shared_budget_on_terminating_and_waiting(
     worker = start_worker(concurrency=1, stop_grace=0.3)
     [executor] = worker.executors
     try:
-        job_id = runner.dispatch(InsertThenHold(key="held"))
-        wait_for(lambda: executor.handler_entered, what="the job to start")
-        holder = scalar(conn, ROW_HOLDER, (job_id,))
+        _, holder = hold_a_transactional_job(runner, conn, executor)
         with capture_logs() as logs:
             worker.stop(timeout=20)
         assert worker.join(0) and worker.hard_stopped
