@@ -11,7 +11,17 @@ from structlog.testing import capture_logs
 
 from soleil.runner import Runner
 from tests.apps.basic import Record
-from tests.apps.lifecycle import AlwaysFails, FailsWithOwnSettings, GivesUp, HookRaises, Versioned
+from tests.apps.lifecycle import (
+    AlwaysFails,
+    FailsWithOwnSettings,
+    GivesUp,
+    HookBreaksDeferred,
+    HookRaises,
+    HookSwallowsDatabaseError,
+    RaisesNul,
+    RaisesSurrogate,
+    Versioned,
+)
 from tests.helpers import count_failed, count_jobs, scalar, wait_for
 
 
@@ -200,8 +210,6 @@ def test_a_retry_runs_when_its_backoff_ends_not_at_the_next_poll(
 def test_a_hook_that_swallows_a_database_error_does_not_block_the_move(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
-    from tests.apps.lifecycle import HookSwallowsDatabaseError
-
     job_id = runner.dispatch(HookSwallowsDatabaseError())
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
@@ -215,8 +223,6 @@ def test_a_hook_that_swallows_a_database_error_does_not_block_the_move(
 def test_an_exception_message_with_a_nul_character_still_reaches_failed_jobs(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
-    from tests.apps.lifecycle import RaisesNul
-
     job_id = runner.dispatch(RaisesNul())
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
@@ -226,8 +232,6 @@ def test_an_exception_message_with_a_nul_character_still_reaches_failed_jobs(
 def test_an_exception_message_with_a_lone_surrogate_still_reaches_failed_jobs(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
-    from tests.apps.lifecycle import RaisesSurrogate
-
     job_id = runner.dispatch(RaisesSurrogate())
     start_worker()
     wait_for(lambda: count_failed(conn) == 1, what="the job to move to failed_jobs")
@@ -262,8 +266,6 @@ def test_an_outcome_that_cannot_be_written_still_moves_the_job_with_its_error(
 def test_a_hook_whose_writes_fail_the_moves_commit_still_leaves_the_job_in_failed_jobs(
     runner: Runner, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
-    from tests.apps.lifecycle import HookBreaksDeferred
-
     conn.execute("CREATE TABLE public.deferred (key text UNIQUE DEFERRABLE INITIALLY DEFERRED)")
     job_id = runner.dispatch(HookBreaksDeferred())
     start_worker()
